@@ -1,0 +1,56 @@
+"""`metrics.csv` in the run directory: one file per run, appended on resume.
+
+Lightning's `CSVLogger` writes under `version_N/` and deletes an existing metrics file when the
+directory is reused, which loses a resumed run's history. This logger writes `metrics.csv`
+straight into the run directory, keeps what is there, and on resume drops the rows logged after
+the checkpoint (the resumed run logs those steps again), so the file reads as one run.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+
+class _AppendingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as file:
+                self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+
+
+class RunCSVLogger(CSVLogger):
+    """A `CSVLogger` whose `metrics.csv` lives directly in `save_dir` and survives resumes."""
+
+    def __init__(self, save_dir: str, flush_logs_every_n_steps: int = 50) -> None:
+        super().__init__(save_dir=save_dir, name="", version="", flush_logs_every_n_steps=flush_logs_every_n_steps)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    def log_hyperparams(self, params=None) -> None:  # the composed config lives in .hydra/
+        return None
+
+
+def drop_rows_from_step(metrics_file: Path, first_dropped_step: int) -> None:
+    """Remove rows logged at or after `first_dropped_step` (before a resume re-logs them)."""
+    if not metrics_file.is_file():
+        return
+    with open(metrics_file, newline="") as file:
+        reader = csv.DictReader(file)
+        fieldnames = reader.fieldnames or []
+        kept = [row for row in reader if not row.get("step") or int(float(row["step"])) < first_dropped_step]
+    with open(metrics_file, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(kept)

@@ -1,0 +1,180 @@
+"""The LightningModule shared by every criterion: policy, optional frozen reference, the step.
+
+The criterion declares what it needs (`needs_reference`) and holds the loss math; this module
+never branches on its type. A step is one policy forward over chosen and rejected together,
+reference log-probs (from the data, or one no-grad reference forward), then the criterion.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+from transformers import PreTrainedModel
+
+from lit_prefopt.criteria.base import Criterion, PairLogps
+from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.logprobs import sequence_logprobs
+from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
+from lit_prefopt.models.checkpoint import HFCheckpoint
+from lit_prefopt.optim import parameter_groups
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class PreferenceModule(LightningModule):
+    """Trains `checkpoint`'s policy with `criterion`.
+
+    The reference model is kept outside the module tree (a plain attribute that `nn.Module`
+    does not register) so it is never in `state_dict`, a checkpoint, DDP's gradient buckets or
+    the optimizer; it is rebuilt from its path on resume. When the data carries reference
+    scores (`reference_from_data`), no reference model is loaded at all.
+    """
+
+    def __init__(
+        self,
+        checkpoint: HFCheckpoint,
+        criterion: Criterion,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        reference_from_data: bool = False,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.criterion = criterion
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.reference_from_data = reference_from_data
+        self.config = config or {}
+        self.policy: PreTrainedModel | None = None
+        self.__dict__["reference"] = None
+        self.val_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in PAIR_METRICS})
+        self._step_sums: dict[str, Tensor] = {}
+        self._step_started = time.perf_counter()
+
+    @property
+    def loads_reference_model(self) -> bool:
+        return self.criterion.needs_reference and not self.reference_from_data
+
+    def configure_model(self) -> None:
+        """Load the models once (Lightning calls this again for validate, then fit)."""
+        if self.policy is None:
+            self.policy = self.checkpoint.load_policy()
+        if self.loads_reference_model and self.reference is None:
+            self.__dict__["reference"] = self.checkpoint.load_reference()
+
+    def pair_logps(self, batch: PreferenceBatch) -> PairLogps:
+        """Policy log-probs with grad, and reference log-probs without, for the batch's pairs."""
+        sums, lengths = sequence_logprobs(self.policy, batch)
+        chosen, rejected = sums.chunk(2)
+        chosen_lengths, rejected_lengths = lengths.chunk(2)
+        ref_chosen, ref_rejected = self._reference_logps(batch)
+        return PairLogps(chosen, rejected, chosen_lengths, rejected_lengths, ref_chosen, ref_rejected)
+
+    def _reference_logps(self, batch: PreferenceBatch) -> tuple[Tensor | None, Tensor | None]:
+        if not self.criterion.needs_reference:
+            return None, None
+        if batch.reference_chosen is not None and batch.reference_rejected is not None:
+            return batch.reference_chosen.float(), batch.reference_rejected.float()
+        if self.reference is None:
+            raise RuntimeError("the criterion needs reference log-probs, but the batch has none and no reference is loaded")
+        self._move_reference_to_device()
+        with torch.no_grad():
+            sums, _ = sequence_logprobs(self.reference, batch)
+        return sums.chunk(2)
+
+    def _move_reference_to_device(self) -> None:
+        first = next(self.reference.parameters())
+        if first.device != self.device:
+            self.reference.to(self.device)
+
+    def _pair_results(self, batch: PreferenceBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The step's loss (weighted mean over real pairs) and per-pair metric values."""
+        logps = self.pair_logps(batch)
+        output = self.criterion(logps)
+        nll = logps.chosen_nll
+        per_pair_loss = output.losses + self.criterion.nll_scale * nll
+        weights = batch.pair_weights.float()
+        loss = (per_pair_loss * weights).sum() / weights.sum().clamp(min=1.0)
+        return loss, pair_metrics(logps, output, per_pair_loss)
+
+    def training_step(self, batch: PreferenceBatch, batch_idx: int) -> Tensor:
+        loss, values = self._pair_results(batch)
+        self._accumulate(values, batch)
+        return loss
+
+    def _accumulate(self, values: dict[str, Tensor], batch: PreferenceBatch) -> None:
+        """Sum weighted metric values over the micro-batches of one optimizer step."""
+        weights = batch.pair_weights.float()
+        sums = {name: (value.detach().float() * weights).sum() for name, value in values.items()}
+        sums["_pairs"] = weights.sum()
+        sums["_tokens"] = torch.tensor(float(batch.num_tokens()), device=weights.device)
+        for name, value in sums.items():
+            self._step_sums[name] = self._step_sums.get(name, 0.0) + value
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Log the optimizer step's metrics: means over all its pairs, on every rank's data."""
+        if not self._step_sums:
+            return
+        names = list(self._step_sums)
+        totals = torch.stack([torch.as_tensor(self._step_sums[n], device=self.device).float() for n in names])
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        sums = dict(zip(names, totals))
+        pairs = sums.pop("_pairs").clamp(min=1.0)
+        tokens = sums.pop("_tokens")
+        now = time.perf_counter()
+        for name, value in sums.items():
+            self.log(f"train/{name}", value / pairs, on_step=True, on_epoch=False, prog_bar=name in _PROGRESS_BAR)
+        self.log("train/tokens_per_s", tokens / max(now - self._step_started, 1e-9), on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/lr", float(optimizer.param_groups[0]["lr"]), on_step=True, on_epoch=False)
+        self.log("train/grad_norm", _grad_norm(self.policy), on_step=True, on_epoch=False)
+        self._step_sums = {}
+        self._step_started = now
+
+    def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
+        _, values = self._pair_results(batch)
+        weights = batch.pair_weights.float()
+        for name, value in values.items():
+            metric = self.val_metrics[_key(name)]
+            metric.update(value.detach().float(), weights)
+            self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name in _PROGRESS_BAR)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Optimizer over the trainable policy parameters only (weight decay on matrices)."""
+        optimizer = self.optimizer_factory(parameter_groups(self.trainer.model))
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the run's config as plain values so the file loads with weights_only=True."""
+        checkpoint["config"] = self.config
+
+
+_PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy"}
+
+
+def _key(name: str) -> str:
+    return name.replace("/", "__")
+
+
+def _grad_norm(model: nn.Module) -> Tensor:
+    norms = [p.grad.detach().float().norm(2) for p in model.parameters() if p.grad is not None]
+    if not norms:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack([_local(n) for n in norms]))
+    return total
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """A DTensor's norm is replicated after `norm`; make it a plain tensor for stacking."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor

@@ -1,0 +1,60 @@
+"""What a user reads after a run without W&B: `summary.json` and `curves.png`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from lightning.pytorch import Trainer
+
+CURVES = (
+    ("loss", ("train/loss", "val/loss")),
+    ("reward margin", ("train/rewards/margin", "val/rewards/margin")),
+    ("reward accuracy", ("train/rewards/accuracy", "val/rewards/accuracy")),
+)
+
+
+def write_summary(
+    run_dir: Path, trainer: Trainer, initial: dict[str, float], final: dict[str, float], seconds: float, exported: bool
+) -> dict:
+    """Steps, final and initial validation metrics, and where the outputs are."""
+    summary = {
+        "steps": trainer.global_step,
+        "seconds": round(seconds, 1),
+        "initial_val": {k: v for k, v in initial.items() if k.startswith("val/")},
+        "final_val": {k: v for k, v in final.items() if k.startswith("val/")},
+        "final_train": {k: v for k, v in final.items() if k.startswith("train/")},
+        "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
+        "hf_export": str(run_dir / "hf") if exported else None,
+        "metrics_csv": str(run_dir / "metrics.csv"),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return summary
+
+
+def write_curves(metrics_csv: Path, target: Path) -> bool:
+    """Plot train/val loss, reward margin and accuracy over steps; False when there is no CSV."""
+    if not metrics_csv.is_file():
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_csv, newline="") as file:
+        rows = list(csv.DictReader(file))
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.6))
+    for axis, (title, names) in zip(axes, CURVES):
+        for name in names:
+            points = [(float(r["step"]), float(r[name])) for r in rows if r.get(name) not in (None, "")]
+            if points:
+                xs, ys = zip(*sorted(points))
+                axis.plot(xs, ys, marker="o" if name.startswith("val/") else None, label=name)
+        axis.set_title(title)
+        axis.set_xlabel("optimizer step")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(target, dpi=100)
+    plt.close(figure)
+    return True

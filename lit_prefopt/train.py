@@ -1,0 +1,105 @@
+"""`train(cfg)`: compose data, module and trainer from the config, fit, export, report.
+
+Everything that can be wrong with the config or the data is checked before any model loads:
+criterion hyperparameters, data settings, the model path, and a scan of the data files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch import Trainer, seed_everything
+from omegaconf import DictConfig, OmegaConf
+
+from lit_prefopt.loggers import drop_rows_from_step
+from lit_prefopt.module import PreferenceModule
+from lit_prefopt.report import write_curves, write_summary
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job and return its final metrics (val/... and train/...)."""
+    started = time.time()
+    run_dir = Path(cfg.run_dir)
+    seed_everything(cfg.seed, workers=True)
+    # Denormal floats made CPU steps several times slower (DESIGN.md section 8).
+    torch.set_flush_denormal(True)
+
+    criterion = instantiate(cfg.criterion)
+    checkpoint = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data)
+    checkpoint.prepare()
+    tokenizer = checkpoint.load_tokenizer()
+    datamodule.set_tokenizer(tokenizer)
+    scan = datamodule.scan()
+
+    module = PreferenceModule(
+        checkpoint=checkpoint,
+        criterion=criterion,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        reference_from_data=scan.has_reference_scores,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    trainer = build_trainer(cfg)
+    for logger in trainer.loggers:
+        logger.log_hyperparams(module.config)
+
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    initial: dict[str, float] = {}
+    if ckpt_path is None and cfg.validate_before_training and cfg.data.get("val_files"):
+        initial = _as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
+    elif ckpt_path is not None and trainer.is_global_zero:
+        resumed_step = torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
+        drop_rows_from_step(run_dir / "metrics.csv", resumed_step + 1)
+
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    metrics = _as_floats(trainer.callback_metrics)
+    if cfg.data.get("val_files"):
+        metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
+
+    if trainer.is_global_zero:
+        if cfg.export_hf:
+            export_hf(module, tokenizer, run_dir / "hf")
+        for logger in trainer.loggers:
+            logger.save()
+        write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+        write_summary(run_dir, trainer, initial, metrics, time.time() - started, cfg.export_hf)
+    return metrics
+
+
+def build_trainer(cfg: DictConfig) -> Trainer:
+    """The Lightning Trainer with the configured strategy, loggers and callbacks."""
+    loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    return instantiate(cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """`last` means this run's checkpoints/last.ckpt; missing means a fresh start, with a warning."""
+    if ckpt_path is None:
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
+    if path.exists():
+        return str(path)
+    if ckpt_path == "last":
+        log.warning("ckpt_path=last but %s does not exist: starting a fresh run", path)
+        return None
+    raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist")
+
+
+def export_hf(module: PreferenceModule, tokenizer: Any, target: Path) -> None:
+    """The final policy and tokenizer in `save_pretrained` format, loadable by transformers."""
+    module.policy.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+
+
+def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:
+    return {name: float(value) for name, value in metrics.items()}
