@@ -56,3 +56,13 @@ def compose(tmp_path: Path) -> Callable[..., "DictConfig"]:  # noqa: F821
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(isolated_cache: Path):
+    """The default tiny Llama checkpoint, built once per session in the isolated cache."""
+    from lit_prefopt.models.tiny import TinyLlama
+
+    checkpoint = TinyLlama(cache_dir=str(isolated_cache))
+    checkpoint.prepare()
+    return checkpoint
