@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def column(rows: list[dict[str, str]], name: str) -> list[float]:
 
 def test_default_dpo_run_writes_the_documented_layout(compose, tmp_path: Path, tiny_llama) -> None:
     cfg = compose(*SHORT)
+    reference_files = _digest(Path(tiny_llama.path))
     metrics = train(cfg)
     run = Path(cfg.run_dir)
 
@@ -57,14 +59,15 @@ def test_default_dpo_run_writes_the_documented_layout(compose, tmp_path: Path, t
     assert changed, "training changed no policy weight"
     assert (run / "hf" / "tokenizer.json").is_file()
 
-    fresh = tiny_llama.load_reference()
-    for name, tensor in fresh.state_dict().items():
-        torch.testing.assert_close(tensor, reference.state_dict()[name]), "reference checkpoint was modified"
+    assert _digest(Path(tiny_llama.path)) == reference_files, "the reference checkpoint on disk was modified"
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 4 and "val/rewards/accuracy" in summary["final_val"]
     assert (run / "curves.png").stat().st_size > 1000
-    assert (run / ".hydra").exists() or True  # .hydra/ is written by the CLI entry (tested in test_cli)
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir()) if p.is_file()}
 
 
 @pytest.mark.parametrize("criterion", CRITERIA)
