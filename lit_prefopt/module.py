@@ -7,6 +7,7 @@ reference log-probs (from the data, or one no-grad reference forward), then the 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,8 @@ from lit_prefopt.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.optim import parameter_groups
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -44,6 +47,7 @@ class PreferenceModule(LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         reference_from_data: bool = False,
+        max_consecutive_skips: int = 3,
         config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -53,6 +57,9 @@ class PreferenceModule(LightningModule):
         self.scheduler_factory = scheduler
         self.reference_from_data = reference_from_data
         self.config = config or {}
+        self.max_consecutive_skips = max_consecutive_skips
+        self.skipped_steps = 0
+        self.consecutive_skips = 0
         self.policy: PreTrainedModel | None = None
         self.__dict__["reference"] = None
         self.val_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in PAIR_METRICS})
@@ -95,53 +102,87 @@ class PreferenceModule(LightningModule):
         if first.device != self.device:
             self.reference.to(self.device)
 
-    def _pair_results(self, batch: PreferenceBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        """The step's loss (weighted mean over real pairs) and per-pair metric values."""
+    def _pair_results(self, batch: PreferenceBatch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Per-pair losses, pair weights and per-pair metric values of a batch."""
         logps = self.pair_logps(batch)
         output = self.criterion(logps)
-        nll = logps.chosen_nll
-        per_pair_loss = output.losses + self.criterion.nll_scale * nll
-        weights = batch.pair_weights.float()
-        loss = (per_pair_loss * weights).sum() / weights.sum().clamp(min=1.0)
-        return loss, pair_metrics(logps, output, per_pair_loss)
+        per_pair_loss = output.losses + self.criterion.nll_scale * logps.chosen_nll
+        return per_pair_loss, batch.pair_weights.float(), pair_metrics(logps, output, per_pair_loss)
 
     def training_step(self, batch: PreferenceBatch, batch_idx: int) -> Tensor:
-        loss, values = self._pair_results(batch)
-        self._accumulate(values, batch)
-        return loss
+        """Return the weighted *sum* of pair losses; gradients are normalized per optimizer step.
 
-    def _accumulate(self, values: dict[str, Tensor], batch: PreferenceBatch) -> None:
+        The step's objective is the mean over all its pairs, across micro-batches and ranks,
+        whatever their sizes (token-budget batches vary, padding pairs weigh 0). That count is
+        only known once every micro-batch has run, so `on_before_optimizer_step` rescales the
+        accumulated gradients by it.
+        """
+        per_pair_loss, weights, values = self._pair_results(batch)
+        self._accumulate(values, weights, batch)
+        return (per_pair_loss * weights).sum()
+
+    def _accumulate(self, values: dict[str, Tensor], weights: Tensor, batch: PreferenceBatch) -> None:
         """Sum weighted metric values over the micro-batches of one optimizer step."""
-        weights = batch.pair_weights.float()
-        sums = {name: (value.detach().float() * weights).sum() for name, value in values.items()}
+        sums = {name: (value.float() * weights).sum() for name, value in values.items()}
         sums["_pairs"] = weights.sum()
         sums["_tokens"] = torch.tensor(float(batch.num_tokens()), device=weights.device)
         for name, value in sums.items():
             self._step_sums[name] = self._step_sums.get(name, 0.0) + value
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Log the optimizer step's metrics: means over all its pairs, on every rank's data."""
+        """Normalize gradients to the step's pair mean, skip non-finite updates, log the step."""
         if not self._step_sums:
             return
-        names = list(self._step_sums)
-        totals = torch.stack([torch.as_tensor(self._step_sums[n], device=self.device).float() for n in names])
-        if self.trainer.world_size > 1:
-            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
-        sums = dict(zip(names, totals))
+        sums = self._reduced_step_sums()
         pairs = sums.pop("_pairs").clamp(min=1.0)
         tokens = sums.pop("_tokens")
+        # Lightning divided each micro-batch loss by accumulate_grad_batches and data parallelism
+        # averaged over ranks; undo both and divide by the step's real pair count instead.
+        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / pairs
+        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        torch._foreach_mul_(grads, scale)
+        grad_norm = _grad_norm(grads)
+        self._guard_finite(grad_norm, optimizer)
+
         now = time.perf_counter()
         for name, value in sums.items():
             self.log(f"train/{name}", value / pairs, on_step=True, on_epoch=False, prog_bar=name in _PROGRESS_BAR)
         self.log("train/tokens_per_s", tokens / max(now - self._step_started, 1e-9), on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/lr", float(optimizer.param_groups[0]["lr"]), on_step=True, on_epoch=False)
-        self.log("train/grad_norm", _grad_norm(self.policy), on_step=True, on_epoch=False)
+        self.log("train/grad_norm", grad_norm, on_step=True, on_epoch=False)
+        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
         self._step_sums = {}
         self._step_started = now
 
+    def _reduced_step_sums(self) -> dict[str, Tensor]:
+        names = list(self._step_sums)
+        totals = torch.stack([torch.as_tensor(self._step_sums[n], device=self.device).float() for n in names])
+        if self.trainer.world_size > 1:
+            totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        return dict(zip(names, totals))
+
+    def _guard_finite(self, grad_norm: Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Drop a step whose gradients are not finite; stop after too many in a row.
+
+        Dropping the gradients (not zeroing them) makes the optimizer leave every parameter and
+        its moments untouched. Every rank sees the same reduced gradients, so all agree.
+        """
+        if torch.isfinite(grad_norm):
+            self.consecutive_skips = 0
+            return
+        optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self.consecutive_skips += 1
+        log.warning("non-finite loss or gradient at step %d: update skipped", self.global_step)
+        if self.consecutive_skips >= self.max_consecutive_skips:
+            raise RuntimeError(
+                f"{self.consecutive_skips} optimizer steps in a row had a non-finite loss or gradient "
+                f"(limit max_consecutive_skips={self.max_consecutive_skips}); stopping. The last saved "
+                "checkpoint is intact: lower optimizer.lr, check the data, or raise the limit."
+            )
+
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
-        _, values = self._pair_results(batch)
-        weights = batch.pair_weights.float()
+        _, weights, values = self._pair_results(batch)
         for name, value in values.items():
             metric = self.val_metrics[_key(name)]
             metric.update(value.detach().float(), weights)
@@ -158,6 +199,10 @@ class PreferenceModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the run's config as plain values so the file loads with weights_only=True."""
         checkpoint["config"] = self.config
+        checkpoint["skipped_steps"] = self.skipped_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_steps = checkpoint.get("skipped_steps", 0)
 
 
 _PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy"}
@@ -167,12 +212,11 @@ def _key(name: str) -> str:
     return name.replace("/", "__")
 
 
-def _grad_norm(model: nn.Module) -> Tensor:
-    norms = [p.grad.detach().float().norm(2) for p in model.parameters() if p.grad is not None]
-    if not norms:
+def _grad_norm(grads: list[Tensor]) -> Tensor:
+    """The global L2 norm of all gradients (sharded ones included)."""
+    if not grads:
         return torch.zeros(())
-    total = torch.linalg.vector_norm(torch.stack([_local(n) for n in norms]))
-    return total
+    return torch.linalg.vector_norm(torch.stack([_local(g.detach().float().norm(2)) for g in grads]))
 
 
 def _local(tensor: Tensor) -> Tensor:

@@ -45,6 +45,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         reference_from_data=scan.has_reference_scores,
+        max_consecutive_skips=cfg.max_consecutive_skips,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     trainer = build_trainer(cfg)
