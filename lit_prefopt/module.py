@@ -71,11 +71,17 @@ class PreferenceModule(LightningModule):
         return self.criterion.needs_reference and not self.reference_from_data
 
     def configure_model(self) -> None:
-        """Load the models once (Lightning calls this again for validate, then fit)."""
+        """Load the models once (Lightning calls this again for validate, then fit).
+
+        Under `strategy=fsdp` (Lightning's ModelParallelStrategy) both models are built on the
+        meta device and sharded over the data-parallel mesh as they load.
+        """
+        mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
+        device = self.trainer.strategy.root_device
         if self.policy is None:
-            self.policy = self.checkpoint.load_policy()
+            self.policy = self.checkpoint.load_policy(mesh, device)
         if self.loads_reference_model and self.reference is None:
-            self.__dict__["reference"] = self.checkpoint.load_reference()
+            self.__dict__["reference"] = self.checkpoint.load_reference(mesh, device)
 
     def pair_logps(self, batch: PreferenceBatch) -> PairLogps:
         """Policy log-probs with grad, and reference log-probs without, for the batch's pairs."""

@@ -1,6 +1,52 @@
-"""Strategy config options that Lightning accepts by name rather than as an object."""
+"""Strategy config options: Lightning's own by name, and FSDP2 sized for pure data parallelism."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.strategies import ModelParallelStrategy
 
 
 def named(name: str) -> str:
     """`strategy=auto` resolves to Lightning's own choice of strategy for the devices."""
     return name
+
+
+class FullyShardedStrategy(ModelParallelStrategy):
+    """FSDP2 over every process: Lightning's ModelParallelStrategy with tensor parallelism off.
+
+    ModelParallelStrategy's defaults would make all processes of a node tensor-parallel; here the
+    data-parallel size is always the world size. The module applies `fully_shard` itself in
+    `configure_model`. Unlike Lightning's `FSDPStrategy` this also runs on CPU (gloo).
+
+    Checkpoints are distributed-checkpoint directories, written to a staging directory and
+    renamed into place, so a crash while saving never leaves a half-written `last.ckpt`.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(data_parallel_size="auto", tensor_parallel_size=1, **kwargs)
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        super().setup_environment()
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        path = Path(self.broadcast(str(filepath)))
+        staging = path.with_name(path.name + ".saving")
+        super().save_checkpoint(checkpoint, staging, storage_options)
+        self.barrier("checkpoint-staged")
+        if self.global_rank == 0:
+            replace_directory(staging, path)
+        self.barrier("checkpoint-renamed")
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Move `staging` to `target`; the previous `target` survives as `<target>.old` until then."""
+    previous = target.with_name(target.name + ".old")
+    if target.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        target.rename(previous)
+    staging.rename(target)
+    shutil.rmtree(previous, ignore_errors=True)

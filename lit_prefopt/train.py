@@ -15,8 +15,10 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
 from omegaconf import DictConfig, OmegaConf
+from transformers import AutoModelForCausalLM
 
 from lit_prefopt.loggers import drop_rows_from_step
+from lit_prefopt.models.sharding import full_state_dict
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.report import write_curves, write_summary
 
@@ -57,8 +59,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path is None and cfg.validate_before_training and cfg.data.get("val_files"):
         initial = _as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
     elif ckpt_path is not None and trainer.is_global_zero:
-        resumed_step = torch.load(ckpt_path, map_location="cpu", weights_only=True)["global_step"]
-        drop_rows_from_step(run_dir / "metrics.csv", resumed_step + 1)
+        drop_rows_from_step(run_dir / "metrics.csv", checkpoint_step(Path(ckpt_path)) + 1)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
@@ -66,9 +67,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.data.get("val_files"):
         metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
 
+    if cfg.export_hf:
+        export_hf(module, tokenizer, run_dir / "hf", trainer.is_global_zero)
     if trainer.is_global_zero:
-        if cfg.export_hf:
-            export_hf(module, tokenizer, run_dir / "hf")
         for logger in trainer.loggers:
             logger.save()
         write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
@@ -90,16 +91,37 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
     if path.exists():
         return str(path)
+    previous = path.with_name(path.name + ".old")
+    if previous.is_dir():  # a sharded save was interrupted between its two renames
+        log.warning("%s is missing; resuming from the previous save %s", path, previous)
+        return str(previous)
     if ckpt_path == "last":
         log.warning("ckpt_path=last but %s does not exist: starting a fresh run", path)
         return None
     raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist")
 
 
-def export_hf(module: PreferenceModule, tokenizer: Any, target: Path) -> None:
-    """The final policy and tokenizer in `save_pretrained` format, loadable by transformers."""
-    module.policy.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
+def checkpoint_step(path: Path) -> int:
+    """The optimizer step a checkpoint was saved at (a file, or a sharded directory's metadata)."""
+    metadata = path / "meta.pt" if path.is_dir() else path
+    return int(torch.load(metadata, map_location="cpu", weights_only=True)["global_step"])
+
+
+def export_hf(module: PreferenceModule, tokenizer: Any, target: Path, is_global_zero: bool) -> None:
+    """The final policy and tokenizer in `save_pretrained` format, loadable by transformers.
+
+    A sharded (FSDP) policy is gathered first; every rank takes part, rank 0 writes.
+    """
+    policy = module.policy
+    if module.device_mesh is not None:
+        weights = full_state_dict(policy)
+        if not is_global_zero:
+            return
+        policy = AutoModelForCausalLM.from_config(policy.config, dtype=policy.dtype)
+        policy.load_state_dict(weights)
+    if is_global_zero:
+        policy.save_pretrained(target, safe_serialization=True)
+        tokenizer.save_pretrained(target)
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.distributed.device_mesh import DeviceMesh
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from lit_prefopt.models.sharding import load_sharded
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -57,21 +60,30 @@ class HFCheckpoint:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
 
-    def load_policy(self) -> PreTrainedModel:
-        model = self._load(self.path)
+    def load_policy(self, mesh: DeviceMesh | None = None, device: torch.device | None = None) -> PreTrainedModel:
+        """The trainable policy; sharded over `mesh` (FSDP2) when one is given."""
+        model = self._load(self.path, mesh, device)
         if self.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
         return model
 
-    def load_reference(self) -> PreTrainedModel:
-        """The frozen reference: eval mode (dropout off), no grad, never optimized or saved."""
-        model = self._load(self.reference_path)
+    def load_reference(self, mesh: DeviceMesh | None = None, device: torch.device | None = None) -> PreTrainedModel:
+        """The frozen reference: eval mode (dropout off), no grad, never optimized or saved.
+
+        Under FSDP it is sharded like the policy, so it costs each rank only its shard.
+        """
+        model = self._load(self.reference_path, mesh, device)
         model.requires_grad_(False)
         model.eval()
         return model
 
-    def _load(self, directory: str) -> PreTrainedModel:
+    def _load(self, directory: str, mesh: DeviceMesh | None, device: torch.device | None) -> PreTrainedModel:
+        if mesh is not None:
+            return load_sharded(
+                directory, mesh, device or torch.device("cpu"), DTYPES[self.dtype],
+                self.attn_implementation, self.trust_remote_code,
+            )
         return AutoModelForCausalLM.from_pretrained(
             directory,
             dtype=DTYPES[self.dtype],

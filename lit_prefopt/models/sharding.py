@@ -1,0 +1,90 @@
+"""FSDP2 for Hugging Face causal LMs: build on the meta device, shard per decoder layer, load.
+
+Parameters never exist in full on any rank before sharding: the model is created on the meta
+device, `fully_shard` is applied to each decoder layer and then the root, storage is allocated
+for the local shards only, and the checkpoint's tensors are loaded on rank 0 and scattered. This
+is what lets a model bigger than one device's memory start.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+
+def decoder_layers(model: PreTrainedModel) -> list[nn.Module]:
+    """The repeated transformer blocks, found through the model's own `_no_split_modules`."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    layers = [module for module in model.modules() if type(module).__name__ in names]
+    if not layers:
+        raise ValueError(f"cannot find the decoder layers of {type(model).__name__} to shard (no _no_split_modules)")
+    return layers
+
+
+def shard(model: nn.Module, mesh: DeviceMesh, mp_policy: MixedPrecisionPolicy | None = None) -> None:
+    """`fully_shard` each decoder layer, then the root (embeddings, final norm, LM head)."""
+    policy = mp_policy or MixedPrecisionPolicy()
+    for layer in decoder_layers(model):
+        fully_shard(layer, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+
+
+def load_sharded(
+    directory: str,
+    mesh: DeviceMesh,
+    device: torch.device,
+    dtype: torch.dtype,
+    attn_implementation: str = "sdpa",
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """A sharded model whose local shards hold `directory`'s weights."""
+    config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code, local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
+        )
+    shard(model, mesh)
+    model.to_empty(device=device)
+    _restore_non_persistent_buffers(model, device)
+    full = read_safetensors(Path(directory)) if mesh.get_rank() == 0 else {}
+    set_model_state_dict(
+        model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+    )
+    return model
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Gather a sharded model's weights on CPU (collective: every rank must call it)."""
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a (possibly multi-file) safetensors checkpoint."""
+    index = directory / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    tensors: dict[str, torch.Tensor] = {}
+    for name in files:
+        tensors.update(load_file(directory / name))
+    return tensors
+
+
+def _restore_non_persistent_buffers(model: nn.Module, device: torch.device) -> None:
+    """Recompute buffers that are not in checkpoints (rotary frequencies) after `to_empty`.
+
+    They are derived from the config, so a fresh instance of their module computes them.
+    """
+    for module in model.modules():
+        if not getattr(module, "_non_persistent_buffers_set", None) or not hasattr(module, "config"):
+            continue
+        with torch.device("cpu"):
+            fresh = type(module)(config=module.config)
+        for name in module._non_persistent_buffers_set:
+            setattr(module, name, getattr(fresh, name).to(device))
