@@ -3,6 +3,12 @@
 Everything here runs in float32 whatever the model dtype (DESIGN.md section 4). The token
 log-prob is `logit[target] - logsumexp(logits)`, which never materializes a second
 full-vocabulary tensor the way `log_softmax` followed by `gather` would.
+
+Two kernels produce the same (sums, lengths) from other layouts, so the criteria never fork:
+a batch with `shared_prefix` encodes each prompt once (lit_prefopt.data.shared_prefix), and
+`chunk_size` > 0 scores only completion tokens through the LM head, chunk by chunk, never
+holding full-vocabulary logits (lit_prefopt.chunked_head). Both run the decoder, then the head
+on the positions that predict scored tokens only (prompts are most of HH-RLHF's tokens).
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lit_prefopt.chunked_head import head_logprobs
 from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.shared_prefix import ScoredTokens
 
 
 def token_logprobs(logits: Tensor, input_ids: Tensor) -> Tensor:
@@ -31,7 +39,29 @@ def masked_sums(token_logps: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     return (token_logps * mask).sum(dim=1), mask.sum(dim=1)
 
 
-def sequence_logprobs(model: nn.Module, batch: PreferenceBatch) -> tuple[Tensor, Tensor]:
-    """One forward over all 2B rows; returns (summed completion log-probs, completion lengths)."""
-    logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-    return masked_sums(token_logprobs(logits, batch.input_ids), batch.completion_mask)
+def sequence_logprobs(model: nn.Module, batch: PreferenceBatch, chunk_size: int = 0) -> tuple[Tensor, Tensor]:
+    """One forward over the batch; returns (summed completion log-probs [2B], lengths [2B]).
+
+    Rows of the result follow the batch contract (chosen, then rejected) whatever the layout.
+    """
+    if batch.shared_prefix is None and chunk_size == 0:
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+        return masked_sums(token_logprobs(logits, batch.input_ids), batch.completion_mask)
+    if batch.shared_prefix is not None:
+        rows = batch.shared_prefix
+        inputs = dict(input_ids=rows.input_ids, attention_mask=rows.attention_mask, position_ids=rows.position_ids)
+        scored = rows.scored
+    else:
+        inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        scored = ScoredTokens.padded(batch.completion_mask)
+    hidden = model.get_decoder()(**inputs, use_cache=False).last_hidden_state
+    logps = head_logprobs(
+        hidden[scored.rows, scored.sources],
+        model.get_output_embeddings(),
+        inputs["input_ids"][scored.rows, scored.targets],
+        chunk_size,
+    )
+    sequences = 2 * batch.num_pairs
+    sums = torch.zeros(sequences, dtype=torch.float32, device=logps.device).index_add(0, scored.sequences, logps)
+    lengths = torch.bincount(scored.sequences, minlength=sequences).float()
+    return sums, lengths

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from lit_prefopt.data.shared_prefix import SharedPrefixRows
+
 
 @dataclass
 class PreferenceBatch:
@@ -23,6 +25,8 @@ class PreferenceBatch:
     keep data-parallel ranks in step; every mean over pairs is weighted by it.
     `reference_chosen`/`reference_rejected` hold precomputed summed reference log-probs when the
     data carried them (or a cache supplied them), else None.
+    `shared_prefix`, when set (`data.share_prompt`), is the same pairs as one row each with the
+    prompt encoded once; the log-prob kernel then uses it instead of the padded rows.
     `counts` carries per-batch deltas of data counters (truncated, dropped, skipped pairs) from
     the workers that made the batch, so the module can log run totals.
     """
@@ -34,6 +38,7 @@ class PreferenceBatch:
     reference_chosen: Tensor | None = None
     reference_rejected: Tensor | None = None
     ids: list[str] = field(default_factory=list)
+    shared_prefix: SharedPrefixRows | None = None
     counts: dict[str, int] = field(default_factory=dict)
 
     @property

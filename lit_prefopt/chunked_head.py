@@ -1,0 +1,70 @@
+"""Log-probs of chosen tokens through the LM head, a chunk of tokens at a time.
+
+With a 128k vocabulary, float32 logits of a 2-pair, 2k-token batch are ~4 GB, and autograd
+keeps them (and their softmax) for backward. Here only the hidden states of scored positions
+are kept; each chunk's logits are made, reduced to one log-prob per token and dropped, then
+made again in backward. Peak extra memory is one chunk of logits, at the price of a second LM
+head matmul in backward (the same trade as activation checkpointing, for the head alone).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class ChunkedHeadLogprobs(torch.autograd.Function):
+    """`log_softmax(hidden @ weight.T)[i, targets[i]]` for each row i, chunk by chunk.
+
+    hidden: [M, d] (the positions that predict scored tokens), weight: [V, d] (the LM head),
+    targets: [M]. Returns float32 [M]. The matmul runs in the model's dtype and the softmax in
+    float32, as the plain path does (DESIGN.md section 4).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int) -> Tensor:
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], chunk_size):
+            end = start + chunk_size
+            logits = (hidden[start:end] @ weight.T).float()
+            picked = logits.gather(1, targets[start:end, None]).squeeze(1)
+            out[start:end] = picked - logits.logsumexp(dim=1)
+        ctx.save_for_backward(hidden, weight, targets)
+        ctx.chunk_size = chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
+        """d logp_i / d logits_i = onehot(target_i) - softmax(logits_i), one chunk at a time."""
+        hidden, weight, targets = ctx.saved_tensors
+        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
+        for start in range(0, hidden.shape[0], ctx.chunk_size):
+            end = start + ctx.chunk_size
+            chunk = hidden[start:end]
+            grad_logits = torch.softmax((chunk @ weight.T).float(), dim=1)
+            grad_logits.mul_(-grad_out[start:end, None])
+            rows = torch.arange(chunk.shape[0], device=chunk.device)
+            grad_logits[rows, targets[start:end]] += grad_out[start:end]
+            grad_logits = grad_logits.to(hidden.dtype)
+            if want_hidden:
+                grad_hidden[start:end] = grad_logits @ weight
+            if want_weight:
+                grad_weight.addmm_(grad_logits.T.float(), chunk.float())
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None, None
+
+
+def head_logprobs(hidden: Tensor, head: torch.nn.Linear, targets: Tensor, chunk_size: int) -> Tensor:
+    """Float32 log-probs of `targets` given `hidden` [M, d]; chunked when `chunk_size` > 0.
+
+    With `chunk_size` 0 the logits of all M positions exist at once (plain autograd).
+    """
+    if head.bias is not None:
+        raise ValueError("chunked log-probs support LM heads without bias (Llama, Qwen2, Mistral)")
+    if chunk_size > 0:
+        return ChunkedHeadLogprobs.apply(hidden, head.weight, targets, chunk_size)
+    logits = head(hidden).float()
+    return logits.gather(1, targets[:, None]).squeeze(1) - logits.logsumexp(dim=1)
