@@ -23,6 +23,7 @@ from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint
+from lit_prefopt.models.lora import base_model_mode, has_adapters
 from lit_prefopt.optim import parameter_groups
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,8 @@ class PreferenceModule(LightningModule):
 
     @property
     def loads_reference_model(self) -> bool:
-        return self.criterion.needs_reference and not self.reference_from_data
+        """A separate reference model is needed unless the data or LoRA's base weights provide it."""
+        return self.criterion.needs_reference and not self.reference_from_data and not self.checkpoint.uses_lora
 
     def configure_model(self) -> None:
         """Load the models once (Lightning calls this again for validate, then fit).
@@ -85,7 +87,7 @@ class PreferenceModule(LightningModule):
 
     def pair_logps(self, batch: PreferenceBatch) -> PairLogps:
         """Policy log-probs with grad, and reference log-probs without, for the batch's pairs."""
-        sums, lengths = sequence_logprobs(self.policy, batch)
+        sums, lengths = sequence_logprobs(self.policy, batch, self.checkpoint.chunked_logprobs)
         chosen, rejected = sums.chunk(2)
         chosen_lengths, rejected_lengths = lengths.chunk(2)
         ref_chosen, ref_rejected = self._reference_logps(batch)
@@ -100,7 +102,7 @@ class PreferenceModule(LightningModule):
             raise RuntimeError("the criterion needs reference log-probs, but the batch has none and no reference is loaded")
         self._move_reference_to_device()
         with torch.no_grad():
-            sums, _ = sequence_logprobs(self.reference, batch)
+            sums, _ = sequence_logprobs(self.reference, batch, self.checkpoint.chunked_logprobs)
         return sums.chunk(2)
 
     def _move_reference_to_device(self) -> None:
@@ -205,6 +207,7 @@ class PreferenceModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the run's config as plain values so the file loads with weights_only=True."""
         checkpoint["config"] = self.config
+        checkpoint["model_path"] = self.checkpoint.base_directory
         checkpoint["skipped_steps"] = self.skipped_steps
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_prefopt.models.lora import with_lora_adapters
+from lit_prefopt.models.run_checkpoint import is_run_checkpoint, read_run_checkpoint
 from lit_prefopt.models.sharding import load_sharded
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -22,7 +24,11 @@ class HFCheckpoint:
     """A checkpoint directory on disk plus how to load it.
 
     `path` is the policy's starting point, `reference_path` the frozen reference (default: the
-    same directory, e.g. the SFT model). Either may also be an earlier lit_prefopt run's `hf/`.
+    same directory, e.g. the SFT model). Either may also be an earlier lit_prefopt run's `hf/`
+    export or one of its `.ckpt` files.
+
+    With `lora.r > 0` only LoRA adapters train (peft), and the reference is the same model with
+    its adapters disabled, so no second copy is held in memory.
     """
 
     def __init__(
@@ -33,6 +39,8 @@ class HFCheckpoint:
         trust_remote_code: bool = False,
         attn_implementation: str = "sdpa",
         gradient_checkpointing: bool = False,
+        compile: bool = False,
+        chunked_logprobs: int = 0,
     ) -> None:
         if not path:
             raise ValueError("model.path is required: a Hugging Face checkpoint directory on disk")
@@ -44,17 +52,23 @@ class HFCheckpoint:
         self.trust_remote_code = trust_remote_code
         self.attn_implementation = attn_implementation
         self.gradient_checkpointing = gradient_checkpointing
+        self.compile = compile
+        if chunked_logprobs < 0:
+            raise ValueError(f"model.chunked_logprobs must be >= 0 (0 is off), got {chunked_logprobs}")
+        self.chunked_logprobs = int(chunked_logprobs)
 
     def prepare(self) -> None:
         """Make sure the checkpoint exists on disk; a real checkpoint must already be there."""
         for key, directory in (("model.path", self.path), ("model.reference_path", self.reference_path)):
+            if is_run_checkpoint(directory):
+                continue
             if not (Path(directory) / "config.json").is_file():
                 raise FileNotFoundError(
                     f"{key}={directory!r} is not a Hugging Face checkpoint directory (no config.json there)"
                 )
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
-        tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=self.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(self.base_directory, trust_remote_code=self.trust_remote_code)
         if tokenizer.pad_token_id is None:
             # Padding positions are masked out everywhere; any id works, EOS is the convention.
             tokenizer.pad_token = tokenizer.eos_token
@@ -65,6 +79,11 @@ class HFCheckpoint:
         model = self._load(self.path, mesh, device)
         if self.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.compile:
+            # Per decoder layer, in place: parameter names, checkpoints and FSDP's per-layer
+            # sharding are untouched, and every layer shares one compiled graph.
+            for layer in model.get_decoder().layers:
+                layer.compile(dynamic=True)
         model.config.use_cache = False
         return model
 
@@ -79,6 +98,8 @@ class HFCheckpoint:
         return model
 
     def _load(self, directory: str, mesh: DeviceMesh | None, device: torch.device | None) -> PreTrainedModel:
+        if is_run_checkpoint(directory):
+            return self._load_run_checkpoint(directory, mesh, device)
         if mesh is not None:
             return load_sharded(
                 directory, mesh, device or torch.device("cpu"), DTYPES[self.dtype],
@@ -92,3 +113,12 @@ class HFCheckpoint:
             use_safetensors=None,
             local_files_only=True,
         )
+
+    def _load_run_checkpoint(self, path: str, mesh: DeviceMesh | None, device: torch.device | None) -> PreTrainedModel:
+        """The base architecture with an earlier run's trained policy weights."""
+        base, weights = read_run_checkpoint(path)
+        if mesh is not None:
+            raise ValueError(f"{path}: start FSDP runs from an earlier run's hf/ export, not a .ckpt file")
+        model = self._load(base, None, device)
+        model.load_state_dict(weights)
+        return model
