@@ -98,11 +98,15 @@ class PreferenceModule(LightningModule):
             return None, None
         if batch.reference_chosen is not None and batch.reference_rejected is not None:
             return batch.reference_chosen.float(), batch.reference_rejected.float()
-        if self.reference is None:
-            raise RuntimeError("the criterion needs reference log-probs, but the batch has none and no reference is loaded")
-        self._move_reference_to_device()
         with torch.no_grad():
-            sums, _ = sequence_logprobs(self.reference, batch, self.checkpoint.chunked_logprobs)
+            if self.reference is not None:
+                self._move_reference_to_device()
+                sums, _ = sequence_logprobs(self.reference, batch, self.checkpoint.chunked_logprobs)
+            elif has_adapters(self.policy):
+                with base_model_mode(self.policy) as base:
+                    sums, _ = sequence_logprobs(base, batch, self.checkpoint.chunked_logprobs)
+            else:
+                raise RuntimeError("the criterion needs reference log-probs, but the batch has none and no reference is loaded")
         return sums.chunk(2)
 
     def _move_reference_to_device(self) -> None:

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
 from lit_prefopt.loggers import drop_rows_from_step
+from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.report import write_curves, write_summary
@@ -119,6 +120,8 @@ def export_hf(module: PreferenceModule, tokenizer: Any, target: Path, is_global_
             return
         policy = AutoModelForCausalLM.from_config(policy.config, dtype=policy.dtype)
         policy.load_state_dict(weights)
+    if has_adapters(policy):
+        policy = merge_adapters(policy)
     if is_global_zero:
         policy.save_pretrained(target, safe_serialization=True)
         tokenizer.save_pretrained(target)

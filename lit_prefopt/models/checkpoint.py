@@ -41,6 +41,7 @@ class HFCheckpoint:
         gradient_checkpointing: bool = False,
         compile: bool = False,
         chunked_logprobs: int = 0,
+        lora: dict | None = None,
     ) -> None:
         if not path:
             raise ValueError("model.path is required: a Hugging Face checkpoint directory on disk")
@@ -56,6 +57,21 @@ class HFCheckpoint:
         if chunked_logprobs < 0:
             raise ValueError(f"model.chunked_logprobs must be >= 0 (0 is off), got {chunked_logprobs}")
         self.chunked_logprobs = int(chunked_logprobs)
+        self.lora = dict(lora or {})
+        if self.uses_lora and reference_path and str(reference_path) != self.path:
+            raise ValueError(
+                "model.reference_path must be unset with model.lora.r > 0: the reference is the policy "
+                "with its adapters disabled"
+            )
+
+    @property
+    def uses_lora(self) -> bool:
+        return int(self.lora.get("r", 0)) > 0
+
+    @property
+    def base_directory(self) -> str:
+        """The Hugging Face directory behind `path` (a run checkpoint's own base model)."""
+        return read_run_checkpoint(self.path)[0] if is_run_checkpoint(self.path) else self.path
 
     def prepare(self) -> None:
         """Make sure the checkpoint exists on disk; a real checkpoint must already be there."""
@@ -85,6 +101,10 @@ class HFCheckpoint:
             for layer in model.get_decoder().layers:
                 layer.compile(dynamic=True)
         model.config.use_cache = False
+        if self.uses_lora:
+            if mesh is not None:
+                raise ValueError("model.lora with strategy=fsdp is not supported; use strategy=ddp or auto")
+            model = with_lora_adapters(model, self.lora)
         return model
 
     def load_reference(self, mesh: DeviceMesh | None = None, device: torch.device | None = None) -> PreTrainedModel:
