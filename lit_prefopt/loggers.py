@@ -25,9 +25,13 @@ class _AppendingWriter(ExperimentWriter):
 
 
 class RunCSVLogger(CSVLogger):
-    """A `CSVLogger` whose `metrics.csv` lives directly in `save_dir` and survives resumes."""
+    """A `CSVLogger` whose `metrics.csv` lives directly in `save_dir` and survives resumes.
 
-    def __init__(self, save_dir: str, flush_logs_every_n_steps: int = 50) -> None:
+    It appends every step by default (appending a row is cheap), so a run killed at any moment
+    has its history on disk up to the checkpoint it will resume from.
+    """
+
+    def __init__(self, save_dir: str, flush_logs_every_n_steps: int = 1) -> None:
         super().__init__(save_dir=save_dir, name="", version="", flush_logs_every_n_steps=flush_logs_every_n_steps)
 
     @property
