@@ -1,0 +1,177 @@
+"""`PreferenceDataModule`: the `data.*` config, checked up front, turned into resumable loaders.
+
+The order of use in `train()`: instantiate (config values are checked here, naming the key),
+`set_tokenizer`, `scan()` (files checked before any model loads), then Lightning calls
+`setup` and the dataloader methods. The stream itself, its sharding and its resume rule are in
+`dataset.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
+from lit_prefopt.data.scan import DataScan, scan_sources
+from lit_prefopt.data.sources import DataSources, resolve_sources
+from lit_prefopt.data.tokenize import PairTokenizer
+
+log = logging.getLogger(__name__)
+
+
+class PreferenceDataModule(LightningDataModule):
+    """Streams JSONL preference pairs (DESIGN.md section 3) as `PreferenceBatch`es.
+
+    `batch_size` pairs per batch, or, when `max_num_tokens` is set, length-bucketed batches of at
+    most that many padded tokens (then `batch_size` is not used). `truncation` is `truncate` or
+    `drop` for pairs over `max_seq_len`; `on_bad_record` is `error` or `skip`; `validate=False`
+    skips the scan, and a bad record then stops the run when it is read. The stream's position
+    is saved in Lightning checkpoints through torchdata's `StatefulDataLoader`.
+    """
+
+    def __init__(
+        self,
+        train_files: str | Sequence[str],
+        val_files: str | Sequence[str] | None = None,
+        batch_size: int | None = 8,
+        max_num_tokens: int | None = None,
+        max_seq_len: int = 1024,
+        truncation: str = "truncate",
+        on_bad_record: str = "error",
+        validate: bool = True,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        shuffle_buffer: int = 10_000,
+        bucket_pool: int = 1_000,
+        seed: int = 0,
+        mask_source_tokens: bool = True,
+        max_dropped_fraction: float = 0.5,
+        tokenizer: Any = None,
+    ) -> None:
+        super().__init__()
+        _check_int("data.max_seq_len", max_seq_len, minimum=2)
+        if max_num_tokens is None:
+            _check_int("data.batch_size", batch_size, minimum=1, what="a positive integer")
+        else:
+            if batch_size is not None:
+                _check_int("data.batch_size", batch_size, minimum=1, what="a positive integer or null")
+            _check_int("data.max_num_tokens", max_num_tokens, minimum=1, what="a positive integer or null")
+            if max_num_tokens < 2 * max_seq_len:
+                raise ValueError(
+                    f"data.max_num_tokens ({max_num_tokens}) must be at least 2 * data.max_seq_len "
+                    f"(2 * {max_seq_len} = {2 * max_seq_len}): both rows of the longest allowed pair must fit one batch"
+                )
+        _check_choice("data.truncation", truncation, ("truncate", "drop"))
+        _check_choice("data.on_bad_record", on_bad_record, ("error", "skip"))
+        _check_bool("data.validate", validate)
+        _check_bool("data.shuffle", shuffle)
+        _check_bool("data.mask_source_tokens", mask_source_tokens)
+        _check_int("data.num_workers", num_workers, minimum=0, what="a non-negative integer")
+        _check_int("data.shuffle_buffer", shuffle_buffer, minimum=1, what="a positive integer")
+        _check_int("data.bucket_pool", bucket_pool, minimum=1, what="a positive integer")
+        _check_int("data.seed", seed, minimum=None, what="an integer")
+        if isinstance(max_dropped_fraction, bool) or not isinstance(max_dropped_fraction, (int, float)) or not 0 <= max_dropped_fraction <= 1:
+            raise ValueError(f"data.max_dropped_fraction must be a number in [0, 1], got {max_dropped_fraction!r}")
+        if not train_files:
+            raise ValueError("data.train_files is empty: give at least one file or directory")
+        self.train_files = _as_list(train_files)
+        self.val_files = _as_list(val_files) if val_files else None
+        self.validate = validate
+        self.num_workers = num_workers
+        self.settings = StreamSettings(
+            batch_size=batch_size,
+            max_num_tokens=max_num_tokens,
+            max_seq_len=max_seq_len,
+            truncation=truncation,
+            on_bad_record=on_bad_record,
+            shuffle=shuffle,
+            shuffle_buffer=shuffle_buffer,
+            bucket_pool=bucket_pool,
+            seed=seed,
+            mask_source_tokens=mask_source_tokens,
+            max_dropped_fraction=float(max_dropped_fraction),
+        )
+        self.tokenizer: PairTokenizer | None = None
+        if tokenizer is not None:
+            self.set_tokenizer(tokenizer)
+
+    def set_tokenizer(self, tokenizer: Any) -> None:
+        """The model's tokenizer; needed before any dataloader is made (not by `scan`)."""
+        self.tokenizer = PairTokenizer(tokenizer)
+
+    def scan(self) -> DataScan:
+        """Check the files exist and, unless `data.validate=false`, every record of them (see `scan.py`)."""
+        train, val = self._sources()
+        if not self.validate:
+            return DataScan(has_reference_scores=False)
+        scan = scan_sources(train, val, self.settings.on_bad_record)
+        log.info(
+            "data scan: %d train and %s val records, %d bad records skipped, reference scores in every record: %s (%.1f s)",
+            scan.num_train_records, scan.num_val_records, scan.num_skipped, scan.has_reference_scores, scan.seconds,
+        )
+        return scan
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        train, _ = self._sources()
+        return self._loader(PreferenceStream(train, self._tokenizer(), self.settings, *self._rank()))
+
+    def val_dataloader(self) -> StatefulDataLoader | list:
+        _, val = self._sources()
+        if val is None:
+            return []
+        settings = StreamSettings(**{**self.settings.__dict__, "shuffle": False})
+        return self._loader(PreferenceStream(val, self._tokenizer(), settings, *self._rank()))
+
+    def _loader(self, stream: PreferenceStream) -> StatefulDataLoader:
+        # Persistent workers keep their stream object, and with it the epoch count, across epochs.
+        return StatefulDataLoader(
+            stream,
+            batch_size=None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=_as_is,
+        )
+
+    def _sources(self) -> tuple[DataSources, DataSources | None]:
+        train = resolve_sources(self.train_files, "data.train_files")
+        val = resolve_sources(self.val_files, "data.val_files") if self.val_files else None
+        return train, val
+
+    def _tokenizer(self) -> PairTokenizer:
+        if self.tokenizer is None:
+            raise RuntimeError("PreferenceDataModule needs a tokenizer: call set_tokenizer(tokenizer) first")
+        return self.tokenizer
+
+    def _rank(self) -> tuple[int, int]:
+        """(data-parallel rank, world size) from the trainer; (0, 1) without one."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+
+def _as_is(batch: PreferenceBatch) -> PreferenceBatch:
+    """The stream yields whole batches: nothing to collate."""
+    return batch
+
+
+def _as_list(value: str | Sequence[str]) -> list[str]:
+    return [str(value)] if isinstance(value, str) else [str(item) for item in value]
+
+
+def _check_int(key: str, value: Any, minimum: int | None, what: str = "an integer >= 2") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        raise ValueError(f"{key} must be {what}, got {value!r}")
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} must be {' or '.join(repr(c) for c in choices)}, got {value!r}")
+
+
+def _check_bool(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false, got {value!r}")

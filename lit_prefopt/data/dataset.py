@@ -1,0 +1,260 @@
+"""The training stream: read, shard, shuffle, tokenize, batch and collate, resumably.
+
+How one epoch is cut up, and why:
+
+1. Dataloader worker `w` of `W` takes lines `w, w + W, w + 2W, ...` of the epoch's line stream
+   (the files in order, or the manifest's weighted draws). Every rank runs the same W workers
+   over the same lines.
+2. Each worker shuffles its lines in a bounded buffer seeded by (seed, epoch, w), parses and
+   tokenizes them, applies the over-length policy, and groups the pairs into batches (fixed size
+   or token budget). This *batch plan* is a pure function of the data, the seed and the epoch,
+   so it is identical on every rank, whatever drops, skips or lengths happen.
+3. Rank `r` of `R` collates and yields batches `r, r + R, ...` of each worker's plan. So every
+   pair of the epoch lands in exactly one batch of exactly one rank.
+4. DDP evenness: a worker's plan of K batches gives each rank `ceil(K / R)` batches; a rank that
+   owns one fewer yields a padding batch instead: a copy of one real pair with `pair_weights`
+   0, so its loss and metrics count for nothing, but the forward and backward touch every
+   parameter and the gradient all-reduce matches the other ranks'. Every rank therefore yields
+   the same number of batches per epoch, and no collective can hang at the end of an epoch.
+   The price is that every rank tokenizes the whole epoch (not 1/R of it); tokenization is
+   cheap next to a training step, and the agreement needs no communication.
+5. Resume: the state is (epoch, how many plan batches this worker has passed, how many it has
+   yielded). `load_state_dict` followed by a new pass replays the epoch's plan up to that point
+   without collating it, then continues with the next unseen batch. Replay re-reads and
+   re-tokenizes the epoch's consumed part (exact, even with shuffle and bucketing buffers in
+   flight, at the cost of that work once per resume). The number of workers and ranks must be
+   the same as when the state was saved.
+
+Counts of skipped (bad), dropped (over-long) and truncated pairs travel as deltas in the
+`counts` of the batch that the owning rank yields, so summing them over ranks and steps gives
+run totals with nothing counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.batching import Batch, budget_batches, fixed_batches
+from lit_prefopt.data.collate import collate_pairs
+from lit_prefopt.data.reader import RawLine, iter_lines
+from lit_prefopt.data.records import BadRecord, DataValidationError, parse_record
+from lit_prefopt.data.sources import DataSources
+from lit_prefopt.data.tokenize import PairTokenizer, TokenizedPair, fit_length
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """How the stream batches and polices pairs (the `data.*` config values)."""
+
+    batch_size: int | None = 8
+    max_num_tokens: int | None = None
+    max_seq_len: int = 1024
+    truncation: str = "truncate"
+    on_bad_record: str = "error"
+    shuffle: bool = True
+    shuffle_buffer: int = 10_000
+    bucket_pool: int = 1_000
+    seed: int = 0
+    mask_source_tokens: bool = True
+    max_dropped_fraction: float = 0.5
+
+
+@dataclass
+class _Plan:
+    """One batch of a worker's epoch plan and the count deltas observed while forming it."""
+
+    pairs: Batch
+    counts: Counter
+
+
+class PreferenceStream(IterableDataset):
+    """Batches of preference pairs for one rank; see the module docstring for the epoch layout."""
+
+    def __init__(
+        self,
+        sources: DataSources,
+        tokenizer: PairTokenizer,
+        settings: StreamSettings,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__()
+        self.sources = sources
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.rank = rank
+        self.world_size = world_size
+        self.draws = sources.mixture.draws_per_epoch() if sources.mixture is not None else None
+        self.epoch = 0
+        self.position = 0
+        self.yielded = 0
+        self._resuming = False
+
+    def state_dict(self) -> dict[str, Any]:
+        worker, num_workers = _worker()
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "yielded": self.yielded,
+            "worker": worker,
+            "num_workers": num_workers,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        worker, num_workers = _worker()
+        saved = (state["num_workers"], state["world_size"])
+        if saved != (num_workers, self.world_size):
+            raise ValueError(
+                f"the data stream was saved with {saved[0]} dataloader workers x {saved[1]} ranks and is "
+                f"resumed with {num_workers} x {self.world_size}: resume with data.num_workers={saved[0]} "
+                f"on {saved[1]} ranks"
+            )
+        self.epoch, self.position, self.yielded = state["epoch"], state["position"], state["yielded"]
+        self._resuming = True
+
+    def __iter__(self) -> Iterator[PreferenceBatch]:
+        if not self._resuming and (self.position or self.yielded):
+            # The previous pass was abandoned mid-epoch (limit_train_batches, a sanity check):
+            # the next pass is the next epoch.
+            self._next_epoch()
+        self._resuming = False
+        worker, num_workers = _worker()
+        totals: Counter = Counter()
+        last: _Plan | None = None
+        planned = 0
+        for index, plan in enumerate(self._plans(worker, num_workers, totals)):
+            planned, last = index + 1, plan
+            if index < self.position:
+                continue
+            self.position = index + 1
+            if index % self.world_size == self.rank:
+                self.yielded += 1
+                yield self._collate(plan.pairs, plan.counts)
+        self._check_dropped(totals)
+        owned = math.ceil(planned / self.world_size)
+        while self.yielded < owned:
+            self.yielded += 1
+            yield self._collate(last.pairs[:1], Counter(padding_batches=1), weight=0.0)
+        self._next_epoch()
+
+    def _next_epoch(self) -> None:
+        self.epoch, self.position, self.yielded = self.epoch + 1, 0, 0
+
+    def _plans(self, worker: int, num_workers: int, totals: Counter) -> Iterator[_Plan]:
+        """The worker's batch plan for the epoch, each batch with the counts since the previous one.
+
+        A plan is held back until the next one exists, so counts observed after the last batch
+        was formed (drops at the very end) still ride on the last batch.
+        """
+        counts: Counter = Counter()
+        pairs = self._pairs(worker, num_workers, counts, totals)
+        settings = self.settings
+        if settings.max_num_tokens is not None:
+            rng = random.Random(f"buckets/{settings.seed}/{self.epoch}/{worker}")
+            batches = budget_batches(pairs, settings.max_num_tokens, settings.bucket_pool, rng)
+        else:
+            batches = fixed_batches(pairs, settings.batch_size)
+        pending: _Plan | None = None
+        for batch in batches:
+            if pending is not None:
+                yield pending
+            pending, counts = _Plan(batch, counts), Counter()
+        if pending is not None:
+            pending.counts.update(counts)
+            yield pending
+
+    def _pairs(self, worker: int, num_workers: int, counts: Counter, totals: Counter) -> Iterator[TokenizedPair]:
+        """The worker's share of the epoch's lines, shuffled, parsed, tokenized and length-checked."""
+        settings = self.settings
+        lines = (line for index, line in enumerate(self._lines()) if index % num_workers == worker)
+        if settings.shuffle:
+            lines = shuffled(lines, settings.shuffle_buffer, random.Random(f"shuffle/{settings.seed}/{self.epoch}/{worker}"))
+        for line in lines:
+            totals["records"] += 1
+            try:
+                pair = self._tokenize(line)
+            except BadRecord as error:
+                if settings.on_bad_record == "error":
+                    raise
+                log.warning("skipping bad record %s", error)
+                _count(counts, totals, "skipped")
+                continue
+            if pair is None:
+                _count(counts, totals, "dropped")
+                continue
+            yield pair
+
+    def _lines(self) -> Iterator[RawLine]:
+        mixture = self.sources.mixture
+        if mixture is not None:
+            return mixture.lines(self.settings.seed, self.epoch, self.draws)
+        return iter_lines(self.sources.files)
+
+    def _tokenize(self, line: RawLine) -> TokenizedPair | None:
+        """One line to a pair within `max_seq_len`, or None when the `drop` policy drops it."""
+        if line.problem is not None:
+            raise BadRecord(line.where, line.problem)
+        pair = self.tokenizer(parse_record(line.data, line.where))
+        if pair.length <= self.settings.max_seq_len:
+            return pair
+        if self.settings.truncation == "drop":
+            return None
+        return fit_length(pair, self.settings.max_seq_len, self.tokenizer.bos)
+
+    def _collate(self, pairs: Batch, counts: Counter, weight: float = 1.0) -> PreferenceBatch:
+        if weight:
+            counts["truncated"] += sum(pair.truncated for pair in pairs)
+        return collate_pairs(
+            pairs,
+            pad_id=self.tokenizer.pad,
+            weights=[weight] * len(pairs),
+            mask_source_tokens=self.settings.mask_source_tokens,
+            counts={name: value for name, value in counts.items() if value},
+        )
+
+    def _check_dropped(self, totals: Counter) -> None:
+        """Stop a run whose data is mostly unusable instead of training on what little is left."""
+        unusable = totals["dropped"] + totals["skipped"]
+        if totals["records"] and unusable / totals["records"] > self.settings.max_dropped_fraction:
+            raise DataValidationError(
+                f"{self.sources.key}: {unusable} of {totals['records']} pairs were dropped "
+                f"({totals['dropped']} over data.max_seq_len={self.settings.max_seq_len} with "
+                f"data.truncation={self.settings.truncation}) or skipped ({totals['skipped']} bad records), "
+                f"more than data.max_dropped_fraction={self.settings.max_dropped_fraction}"
+            )
+
+
+def shuffled(items: Iterator[RawLine], buffer_size: int, rng: random.Random) -> Iterator[RawLine]:
+    """A bounded-memory shuffle: hold `buffer_size` items, emit a random one as each new one arrives."""
+    buffer: list[RawLine] = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        index = rng.randrange(buffer_size)
+        buffer[index], item = item, buffer[index]
+        yield item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def _count(counts: Counter, totals: Counter, name: str) -> None:
+    counts[name] += 1
+    totals[name] += 1
+
+
+def _worker() -> tuple[int, int]:
+    info = get_worker_info()
+    return (info.id, info.num_workers) if info is not None else (0, 1)
