@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
-from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.shared_prefix import with_shared_prompts
 from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
+from lit_prefopt.data.loader import LightningStatefulLoader
 from lit_prefopt.data.scan import DataScan, scan_sources
 from lit_prefopt.data.sources import DataSources, resolve_sources
 from lit_prefopt.data.tokenize import PairTokenizer
@@ -31,7 +32,8 @@ class PreferenceDataModule(LightningDataModule):
     most that many padded tokens (then `batch_size` is not used). `truncation` is `truncate` or
     `drop` for pairs over `max_seq_len`; `on_bad_record` is `error` or `skip`; `validate=False`
     skips the scan, and a bad record then stops the run when it is read. The stream's position
-    is saved in Lightning checkpoints through torchdata's `StatefulDataLoader`.
+    is saved in Lightning checkpoints (`loader.py`: torchdata's `StatefulDataLoader`, corrected
+    for Lightning's one-batch prefetch).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class PreferenceDataModule(LightningDataModule):
         seed: int = 0,
         mask_source_tokens: bool = True,
         max_dropped_fraction: float = 0.5,
+        share_prompt: bool = False,
         tokenizer: Any = None,
     ) -> None:
         super().__init__()
@@ -71,6 +74,7 @@ class PreferenceDataModule(LightningDataModule):
         _check_bool("data.validate", validate)
         _check_bool("data.shuffle", shuffle)
         _check_bool("data.mask_source_tokens", mask_source_tokens)
+        _check_bool("data.share_prompt", share_prompt)
         _check_int("data.num_workers", num_workers, minimum=0, what="a non-negative integer")
         _check_int("data.shuffle_buffer", shuffle_buffer, minimum=1, what="a positive integer")
         _check_int("data.bucket_pool", bucket_pool, minimum=1, what="a positive integer")
@@ -83,6 +87,7 @@ class PreferenceDataModule(LightningDataModule):
         self.val_files = _as_list(val_files) if val_files else None
         self.validate = validate
         self.num_workers = num_workers
+        self.share_prompt = share_prompt
         self.settings = StreamSettings(
             batch_size=batch_size,
             max_num_tokens=max_num_tokens,
@@ -116,25 +121,25 @@ class PreferenceDataModule(LightningDataModule):
         )
         return scan
 
-    def train_dataloader(self) -> StatefulDataLoader:
+    def train_dataloader(self) -> LightningStatefulLoader:
         train, _ = self._sources()
         return self._loader(PreferenceStream(train, self._tokenizer(), self.settings, *self._rank()))
 
-    def val_dataloader(self) -> StatefulDataLoader | list:
+    def val_dataloader(self) -> LightningStatefulLoader | list:
         _, val = self._sources()
         if val is None:
             return []
         settings = StreamSettings(**{**self.settings.__dict__, "shuffle": False})
         return self._loader(PreferenceStream(val, self._tokenizer(), settings, *self._rank()))
 
-    def _loader(self, stream: PreferenceStream) -> StatefulDataLoader:
+    def _loader(self, stream: PreferenceStream) -> LightningStatefulLoader:
         # Persistent workers keep their stream object, and with it the epoch count, across epochs.
-        return StatefulDataLoader(
+        return LightningStatefulLoader(
             stream,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=_as_is,
+            collate_fn=with_shared_prompts if self.share_prompt else _as_is,
         )
 
     def _sources(self) -> tuple[DataSources, DataSources | None]:
