@@ -7,12 +7,16 @@ from omegaconf import DictConfig
 
 import lit_prefopt  # noqa: F401  (registers the config resolvers before Hydra composes)
 from lit_prefopt.train import train
+from lit_prefopt.wandb_logger import finish_wandb_run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train, then hand `metrics[optimized_metric]` to Hydra so sweepers can optimize it."""
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    finally:
+        finish_wandb_run()  # the next job of a multirun must start its own W&B run
     return metrics.get(cfg.optimized_metric)
 
 

@@ -1,0 +1,1 @@
+"""Lightning callbacks that the config groups (conf/callbacks, conf/logger) attach to a run."""
