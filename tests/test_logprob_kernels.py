@@ -88,3 +88,20 @@ def test_chunked_head_gradients_match_autograd() -> None:
     torch.testing.assert_close(got_values, expected.detach())
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+def test_share_prompt_collation_gives_the_padded_logprobs(tiny_llama, policy) -> None:
+    """`data.share_prompt=true` end to end: real pairs through the data module, same log-probs."""
+    from lit_prefopt.data.datamodule import PreferenceDataModule
+    from lit_prefopt.paths import sample_data_path
+
+    def first_batch(share_prompt: bool) -> PreferenceBatch:
+        data = PreferenceDataModule(train_files=[str(sample_data_path("train.jsonl"))], batch_size=4, shuffle=False,
+                                    share_prompt=share_prompt)
+        data.set_tokenizer(tiny_llama.load_tokenizer())
+        return next(iter(data.train_dataloader()))
+
+    padded, shared = first_batch(False), first_batch(True)
+    assert padded.shared_prefix is None and shared.shared_prefix is not None
+    with torch.no_grad():
+        torch.testing.assert_close(sequence_logprobs(policy, shared), sequence_logprobs(policy, padded), atol=1e-5, rtol=1e-5)

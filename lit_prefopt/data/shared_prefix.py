@@ -16,9 +16,13 @@ counters and anything else keep reading them); only the log-prob kernel uses the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from lit_prefopt.data.batch import PreferenceBatch
 
 
 @dataclass
@@ -87,6 +91,12 @@ def share_prompts(input_ids: Tensor, attention_mask: Tensor, completion_mask: Te
         mask[p, 0, n:, 0] = True  # padding queries attend somewhere, so softmax stays finite
     scored = _shared_scored(completion_mask, prefixes, chosen_ends)
     return SharedPrefixRows(ids.to(input_ids.device), mask.to(input_ids.device), positions.to(input_ids.device), scored)
+
+
+def with_shared_prompts(batch: "PreferenceBatch") -> "PreferenceBatch":
+    """The collate step of `data.share_prompt=true`: attach the shared layout to a padded batch."""
+    batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask)
+    return batch
 
 
 def _first_true(mask: Tensor) -> Tensor:
