@@ -101,6 +101,7 @@ class HFCheckpoint:
             for layer in model.get_decoder().layers:
                 layer.compile(dynamic=True)
         model.config.use_cache = False
+        model.train()  # from_pretrained returns eval mode; the policy trains with its dropout
         if self.uses_lora:
             if mesh is not None:
                 raise ValueError("model.lora with strategy=fsdp is not supported; use strategy=ddp or auto")
