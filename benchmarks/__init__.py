@@ -1,0 +1,1 @@
+"""Side-by-side benchmark of lit_prefopt against Hugging Face TRL (`python -m benchmarks.run`)."""

@@ -1,0 +1,112 @@
+"""First-step parity with TRL: `python -m benchmarks.parity SPEC.json`.
+
+On the first pairs of the benchmark file, in file order, both systems tokenize (each with its
+own code), run the untrained policy (and reference) and compute the loss. Printed and
+recorded: whether the token rows are identical, the mean chosen/rejected log-probs as each
+criterion uses them (sums or per-token averages), the preference term and the whole loss.
+
+One definitional difference is reported rather than hidden: TRL's CPO/ORPO NLL term is the
+token-weighted mean over all chosen tokens of the batch, lit_prefopt's (DESIGN.md section 4)
+is the mean over pairs of each pair's per-token NLL. They coincide for a single pair, so the
+whole loss is also compared on a batch of one pair.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from benchmarks.trl_runner import build_trainer
+from lit_prefopt.criteria.base import PairLogps
+from lit_prefopt.data.collate import collate_pairs
+from lit_prefopt.data.records import PreferenceRecord
+from lit_prefopt.data.tokenize import PairTokenizer
+from lit_prefopt.logprobs import sequence_logprobs
+from lit_prefopt.models.checkpoint import HFCheckpoint
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "criterion"
+TOLERANCE = 1e-4
+
+
+def trl_first_step(trainer, criterion: str, batch_size: int) -> dict:
+    """TRL's loss and metrics on its own collation of the first `batch_size` pairs."""
+    features = [trainer.train_dataset[i] for i in range(batch_size)]
+    batch = trainer.data_collator(features)
+    model = trainer.model
+    with torch.no_grad():
+        if criterion == "dpo":
+            loss = trainer._compute_loss(model, batch, return_outputs=False)
+            metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+            nll = 0.0
+        else:
+            loss, metrics = trainer.get_batch_loss_metrics(model, batch, "train")
+            nll = float(metrics["nll_loss"])
+    rows = batch["input_ids"] if "input_ids" in batch else torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
+    masks = batch["attention_mask"] if "attention_mask" in batch else torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
+    scale = {"cpo": trainer.cpo_alpha if hasattr(trainer, "cpo_alpha") else 1.0, "orpo": 1.0}.get(criterion, 0.0)
+    return {
+        "rows": [r[m.bool()].tolist() for r, m in zip(rows, masks)],
+        "loss": float(loss),
+        "pref_loss": float(loss) - scale * nll,
+        "logps_chosen": float(metrics["logps/chosen"]),
+        "logps_rejected": float(metrics["logps/rejected"]),
+    }
+
+
+def lit_first_step(checkpoint: HFCheckpoint, criterion_name: str, records: list[dict]) -> dict:
+    """lit_prefopt's tokenization, collation, log-probs and criterion on the same pairs."""
+    tokenizer = checkpoint.load_tokenizer()
+    tokenize = PairTokenizer(tokenizer)
+    pairs = [tokenize(PreferenceRecord(r["src"], r["tgt_chosen"], r["tgt_rejected"], where="parity")) for r in records]
+    batch = collate_pairs(pairs, tokenize.pad)
+    criterion = instantiate(OmegaConf.load(CONF / f"{criterion_name}.yaml"))
+    policy = checkpoint.load_policy()
+    with torch.no_grad():
+        sums, lengths = sequence_logprobs(policy, batch)
+        reference = None
+        if criterion.needs_reference:
+            reference = sequence_logprobs(checkpoint.load_reference(), batch)[0].chunk(2)
+    chosen, rejected = sums.chunk(2)
+    logps = PairLogps(chosen, rejected, *lengths.chunk(2), *(reference or (None, None)))
+    output = criterion(logps)
+    per_pair = output.losses + criterion.nll_scale * logps.chosen_nll
+    used_chosen, used_rejected = logps.reduced(criterion.reduction)
+    return {
+        "rows": [r[m.bool()].tolist() for r, m in zip(batch.input_ids, batch.attention_mask)],
+        "loss": float(per_pair.mean()),
+        "pref_loss": float(output.losses.mean()),
+        "logps_chosen": float(used_chosen.mean()),
+        "logps_rejected": float(used_rejected.mean()),
+    }
+
+
+def compare(trl: dict, lit: dict) -> dict:
+    diffs = {key: abs(trl[key] - lit[key]) for key in ("loss", "pref_loss", "logps_chosen", "logps_rejected")}
+    return {"same_tokens": trl["rows"] == lit["rows"], "trl": {k: v for k, v in trl.items() if k != "rows"},
+            "lit_prefopt": {k: v for k, v in lit.items() if k != "rows"}, "abs_diff": diffs}
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    records = [json.loads(line) for line in open(spec["pairs"], encoding="utf-8")]
+    checkpoint = HFCheckpoint(path=spec["checkpoint"])
+    results = {}
+    for criterion in spec["criteria"]:
+        trainer = build_trainer({"criterion": criterion, "model": spec["checkpoint"], "data": spec["pairs"],
+                                 "output_dir": spec["output_dir"], "batch_size": spec["batch_size"],
+                                 "max_seq_len": spec["max_seq_len"], "steps": 1, "lr": 1e-4, "gradient_checkpointing": False})
+        results[criterion] = {}
+        for size in sorted({spec["batch_size"], 1}, reverse=True):
+            result = compare(trl_first_step(trainer, criterion, size), lit_first_step(checkpoint, criterion, records[:size]))
+            results[criterion][f"batch_{size}"] = result
+            print(criterion, size, json.dumps(result["abs_diff"]), "same tokens:", result["same_tokens"], flush=True)
+    Path(spec["out"]).write_text(json.dumps({"tolerance": TOLERANCE, "criteria": results}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

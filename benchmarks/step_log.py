@@ -1,0 +1,51 @@
+"""What a benchmarked process writes: when each optimizer step ended and what it consumed.
+
+Both systems' children write the same record, so the parent summarizes them with one
+function. The interval between consecutive step ends covers everything a step costs (data
+loading, forward, backward, optimizer, logging), so no system's overhead is hidden.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class StepLog:
+    """Per-step end times (perf_counter seconds), real pairs and non-padding tokens."""
+
+    ends: list[float] = field(default_factory=list)
+    pairs: list[int] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+
+    def record(self, pairs: int, tokens: int) -> None:
+        self.ends.append(time.perf_counter())
+        self.pairs.append(pairs)
+        self.tokens.append(tokens)
+
+    def write(self, path: Path) -> None:
+        record = {**self.__dict__, "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+        path.write_text(json.dumps(record))
+
+
+def summarize(record: dict, warmup: int) -> dict[str, float]:
+    """Steady-state rates over the steps after `warmup` (the first steps pay one-off costs)."""
+    ends, pairs, tokens = record["ends"], record["pairs"], record["tokens"]
+    if len(ends) <= warmup + 1:
+        raise ValueError(f"need more than {warmup + 1} steps to time, got {len(ends)}")
+    seconds = ends[-1] - ends[warmup]
+    steps = len(ends) - 1 - warmup
+    timed_pairs = sum(pairs[warmup + 1 :])
+    timed_tokens = sum(tokens[warmup + 1 :])
+    return {
+        "steps_timed": steps,
+        "s_per_step": seconds / steps,
+        "pairs_per_s": timed_pairs / seconds,
+        "tokens_per_s": timed_tokens / seconds,
+        "pairs_per_step": timed_pairs / steps,
+        "tokens_timed": timed_tokens,
+    }
