@@ -57,14 +57,16 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None
 
 
-def head_logprobs(hidden: Tensor, head: torch.nn.Linear, targets: Tensor, chunk_size: int) -> Tensor:
-    """Float32 log-probs of `targets` given `hidden` [M, d]; chunked when `chunk_size` > 0.
+def chunked_head_logprobs(hidden: Tensor, head: torch.nn.Module, targets: Tensor, chunk_size: int) -> Tensor:
+    """Float32 log-probs of `targets` given `hidden` [M, d], through `head` chunk by chunk.
 
-    With `chunk_size` 0 the logits of all M positions exist at once (plain autograd).
+    The head must be a plain, unsharded linear layer without bias (Llama, Qwen2, Mistral).
+    Under FSDP its weight is a shard outside the root module's forward, so this refuses it.
     """
-    if head.bias is not None:
-        raise ValueError("chunked log-probs support LM heads without bias (Llama, Qwen2, Mistral)")
-    if chunk_size > 0:
-        return ChunkedHeadLogprobs.apply(hidden, head.weight, targets, chunk_size)
-    logits = head(hidden).float()
-    return logits.gather(1, targets[:, None]).squeeze(1) - logits.logsumexp(dim=1)
+    from torch.distributed.tensor import DTensor
+
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("model.chunked_logprobs supports LM heads without bias (Llama, Qwen2, Mistral)")
+    if isinstance(head.weight, DTensor):
+        raise ValueError("model.chunked_logprobs does not work with strategy=fsdp (sharded LM head); set it to 0")
+    return ChunkedHeadLogprobs.apply(hidden, head.weight, targets, chunk_size)
