@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
 def read_records(path: Path) -> list[Record]:
-    """Every record of a `.wandb` file, in write order."""
+    """Every complete record of a `.wandb` file, in write order."""
     data = path.read_bytes()
     if data[:4] != b":W&B":
         raise ValueError(f"{path} is not a W&B transaction log")
@@ -33,6 +34,8 @@ def read_records(path: Path) -> list[Record]:
             pos += left_in_block
             continue
         _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + _HEADER])
+        if pos + _HEADER + length > len(data):  # the writer is still writing this record
+            break
         chunk = data[pos + _HEADER : pos + _HEADER + length]
         pos += _HEADER + length
         if kind == _FULL:
@@ -65,11 +68,22 @@ class OfflineRun:
         return [json.loads((self.directory / "files" / path).read_text()) for path in self.metric(f"{key}/path")]
 
 
-def read_offline_run(directory: Path) -> OfflineRun:
-    """Decode `directory/run-<id>.wandb` (an `offline-run-*` directory)."""
+def read_offline_run(directory: Path, timeout_s: float = 60.0) -> OfflineRun:
+    """Decode `directory/run-<id>.wandb` (an `offline-run-*` directory) once it is complete.
+
+    W&B's service process writes the file in the background and may still be flushing after
+    `wandb.finish()` returns, so this waits for the run's final `exit` record.
+    """
     (log_file,) = directory.glob("run-*.wandb")
+    deadline = time.monotonic() + timeout_s
+    records = read_records(log_file) if log_file.stat().st_size else []
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{log_file} has no exit record after {timeout_s} s: the run was not finished")
+        time.sleep(0.2)
+        records = read_records(log_file) if log_file.stat().st_size else []
     run = OfflineRun(directory)
-    for record in read_records(log_file):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             run.group, run.job_type, run.tags = record.run.run_group, record.run.job_type, list(record.run.tags)
