@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
 from omegaconf import DictConfig, OmegaConf
@@ -34,9 +35,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Denormal floats made CPU steps several times slower (DESIGN.md section 8).
     torch.set_flush_denormal(True)
 
-    criterion = instantiate(cfg.criterion)
-    checkpoint = instantiate(cfg.model)
-    datamodule = instantiate(cfg.data)
+    criterion = build(cfg.criterion)
+    checkpoint = build(cfg.model)
+    datamodule = build(cfg.data)
     checkpoint.prepare()
     tokenizer = checkpoint.load_tokenizer()
     datamodule.set_tokenizer(tokenizer)
@@ -76,6 +77,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
         write_summary(run_dir, trainer, initial, metrics, time.time() - started, cfg.export_hf)
     return metrics
+
+
+def build(node: DictConfig, **kwargs: Any) -> Any:
+    """`instantiate`, but a bad value surfaces as its own error (which names the config key)
+    rather than wrapped in Hydra's InstantiationException."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, (ValueError, FileNotFoundError)):
+            raise error.__cause__ from None
+        raise
 
 
 def build_trainer(cfg: DictConfig) -> Trainer:
