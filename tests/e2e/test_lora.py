@@ -68,7 +68,7 @@ def test_lora_run_changes_only_adapters_and_exports_merged_weights(compose, tiny
         torch.testing.assert_close(tensor, base_state[plain], msg=f"frozen weight {name} changed")
     assert any("lora_B" in n and v.abs().sum() > 0 for n, v in policy_state.items()), "adapters trained"
 
-    trained = with_lora_adapters(tiny_llama.load_policy(), {"r": 4})
+    trained = with_lora_adapters(tiny_llama.load_policy(), {"r": 4, "alpha": 16})
     trained.load_state_dict(policy_state)
     exported = AutoModelForCausalLM.from_pretrained(run / "hf")
     assert not any("lora" in n for n, _ in exported.named_parameters()), "export is a plain checkpoint"
