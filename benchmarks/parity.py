@@ -5,10 +5,11 @@ own code), run the untrained policy (and reference) and compute the loss. Printe
 recorded: whether the token rows are identical, the mean chosen/rejected log-probs as each
 criterion uses them (sums or per-token averages), the preference term and the whole loss.
 
-One definitional difference is reported rather than hidden: TRL's CPO/ORPO NLL term is the
-token-weighted mean over all chosen tokens of the batch, lit_prefopt's (DESIGN.md section 4)
-is the mean over pairs of each pair's per-token NLL. They coincide for a single pair, so the
-whole loss is also compared on a batch of one pair.
+Two definitional differences in TRL's NLL term are reported rather than hidden, so compare
+the preference term and log-probs for those: TRL's CPO/ORPO NLL is the token-weighted mean
+over all chosen tokens of the batch, lit_prefopt's (DESIGN.md section 4) the mean over pairs of
+each pair's per-token NLL (they coincide for one pair, hence the batch of one); and TRL's
+ORPO NLL also scores the prompt tokens, which DESIGN.md masks out.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def trl_first_step(trainer, criterion: str, batch_size: int) -> dict:
     """TRL's loss and metrics on its own collation of the first `batch_size` pairs."""
     features = [trainer.train_dataset[i] for i in range(batch_size)]
     batch = trainer.data_collator(features)
-    model = trainer.model
+    model = trainer.model.train()  # TRL disabled dropout; train mode files its metrics under "train"
     with torch.no_grad():
         if criterion == "dpo":
             loss = trainer._compute_loss(model, batch, return_outputs=False)
@@ -46,8 +47,10 @@ def trl_first_step(trainer, criterion: str, batch_size: int) -> dict:
         else:
             loss, metrics = trainer.get_batch_loss_metrics(model, batch, "train")
             nll = float(metrics["nll_loss"])
-    rows = batch["input_ids"] if "input_ids" in batch else torch.cat([batch["chosen_input_ids"], batch["rejected_input_ids"]])
-    masks = batch["attention_mask"] if "attention_mask" in batch else torch.cat([batch["chosen_attention_mask"], batch["rejected_attention_mask"]])
+    # DPO stacks chosen and rejected rows; CPO/ORPO pad them as two separate tensors.
+    prefixes = [""] if "input_ids" in batch else ["chosen_", "rejected_"]
+    rows = [row for p in prefixes for row in batch[f"{p}input_ids"]]
+    masks = [mask for p in prefixes for mask in batch[f"{p}attention_mask"]]
     scale = {"cpo": trainer.cpo_alpha if hasattr(trainer, "cpo_alpha") else 1.0, "orpo": 1.0}.get(criterion, 0.0)
     return {
         "rows": [r[m.bool()].tolist() for r, m in zip(rows, masks)],

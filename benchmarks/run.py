@@ -200,6 +200,8 @@ def memory_runs(root: Path, env: dict, timeout_s: float, smoke: bool, corpus: li
         RunSpec("mem_lit_levers", "lit_prefopt", "dpo", {**LEVERS, "model.chunked_logprobs": 256}, True),
         RunSpec("mem_lit_cache_fill", "lit_prefopt", "dpo", {**LEVERS, "model.chunked_logprobs": 256, "reference_cache": "true"}, False),
         RunSpec("mem_lit_best", "lit_prefopt", "dpo", {**LEVERS, "model.chunked_logprobs": 256, "reference_cache": "true"}, False),
+        RunSpec("mem_lit_best_gc", "lit_prefopt", "dpo", {**LEVERS, "model.chunked_logprobs": 256, "reference_cache": "true",
+                                                          "model.gradient_checkpointing": "true"}, False),
     ]
     results = [execute(run, work, root, env, timeout_s) for run in runs]
     trl = min((r for r in results if r["system"] == "trl" and "pairs_per_s" in r), key=lambda r: r["peak_rss_mib"], default=None)
