@@ -7,13 +7,11 @@ Lightning's DDP launcher re-runs the command line for each rank, so these run
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from entry_process import run_lit_prefopt
 
 COMMON = (
     "trainer.max_steps=4",
@@ -26,16 +24,6 @@ COMMON = (
 )
 
 
-def run_cli(cwd: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "lit_prefopt", *overrides], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
-
-
 def losses(run_dir: Path) -> list[float]:
     with open(run_dir / "metrics.csv", newline="") as file:
         return [float(r["train/loss"]) for r in csv.DictReader(file) if r.get("train/loss")]
@@ -44,7 +32,7 @@ def losses(run_dir: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def single_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("single")
-    run_cli(cwd, "run_name=single", "data.batch_size=4", *COMMON)
+    run_lit_prefopt("run_name=single", "data.batch_size=4", *COMMON, cwd=cwd)
     return cwd / "outputs" / "single"
 
 
@@ -52,7 +40,8 @@ def single_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_match_one_process(strategy: str, single_process_run: Path, tmp_path: Path) -> None:
     """2 ranks x 2 pairs give the same per-step losses as 1 process x 4 pairs."""
-    run_cli(tmp_path, f"run_name={strategy}", f"strategy={strategy}", "trainer.devices=2", "data.batch_size=2", *COMMON)
+    run_lit_prefopt(f"run_name={strategy}", f"strategy={strategy}", "trainer.devices=2", "data.batch_size=2", *COMMON,
+                    cwd=tmp_path)
     run_dir = tmp_path / "outputs" / strategy
     assert losses(run_dir) == pytest.approx(losses(single_process_run), abs=1e-5)
 
@@ -69,6 +58,6 @@ def test_two_processes_match_one_process(strategy: str, single_process_run: Path
 @pytest.mark.slow
 def test_fsdp_checkpoint_resumes_under_fsdp(tmp_path: Path) -> None:
     overrides = ("run_name=resume", "strategy=fsdp", "trainer.devices=2", "data.batch_size=2", *COMMON)
-    run_cli(tmp_path, *overrides)
-    run_cli(tmp_path, *[o.replace("max_steps=4", "max_steps=6") for o in overrides], "ckpt_path=last")
+    run_lit_prefopt(*overrides, cwd=tmp_path)
+    run_lit_prefopt(*[o.replace("max_steps=4", "max_steps=6") for o in overrides], "ckpt_path=last", cwd=tmp_path)
     assert len(losses(tmp_path / "outputs" / "resume")) == 6
