@@ -15,11 +15,12 @@ def _fmt(value, digits: int = 2) -> str:
 
 def _run_row(r: dict) -> str:
     if "pairs_per_s" not in r:
-        return f"| {r['criterion']} | {r['name']} | failed (rc {r['returncode']}) | | | | | | | |"
+        return f"| {r['criterion']} | {r['name']} | failed (rc {r['returncode']}) | | | | | | | | | |"
     return (
         f"| {r['criterion']} | {r['name']} | {_fmt(r['pairs_per_s'])} | {_fmt(r['tokens_per_s'], 0)} | "
-        f"{_fmt(r['s_per_step'])} | {_fmt(r['pairs_per_step'], 1)} | {_fmt(r['peak_rss_mib'], 0)} | "
-        f"{_fmt(r.get('pairs_per_s_ratio'))} | {_fmt(r.get('peak_rss_ratio'))} | {_fmt(r.get('flops_fraction'), 3)} |"
+        f"{_fmt(r['s_per_step'])} | {_fmt(r['s_per_step_median'])} | {_fmt(r['pairs_per_step'], 1)} | {_fmt(r['peak_rss_mib'], 0)} | "
+        f"{_fmt(r.get('pairs_per_s_ratio'))} | {_fmt(r.get('peak_rss_ratio'))} | {_fmt(r.get('flops_fraction'), 3)} | "
+        f"{_fmt(r['load_average_1min'][0], 1)} / {_fmt(r['load_average_1min'][1], 1)} |"
     )
 
 
@@ -38,8 +39,8 @@ def write_markdown(report: dict, target: Path) -> None:
         "Ratios are lit_prefopt over the faster TRL run of the same criterion; FLOP fraction is achieved model "
         "FLOP/s (non-padding tokens) over measured matmul FLOP/s.",
         "",
-        "| criterion | run | pairs/s | tokens/s | s/step | pairs/step | peak RSS MiB | pairs/s ratio | RSS ratio | FLOP fraction |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| criterion | run | pairs/s | tokens/s | s/step | median s/step | pairs/step | peak RSS MiB | pairs/s ratio | RSS ratio | FLOP fraction | load before/after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(_run_row(r) for r in report["runs"]),
     ]
     if "cache" in report:

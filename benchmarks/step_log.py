@@ -41,8 +41,11 @@ def summarize(record: dict, warmup: int) -> dict[str, float]:
     steps = len(ends) - 1 - warmup
     timed_pairs = sum(pairs[warmup + 1 :])
     timed_tokens = sum(tokens[warmup + 1 :])
+    durations = sorted(b - a for a, b in zip(ends[warmup:], ends[warmup + 1 :]))
     return {
         "steps_timed": steps,
+        # The median resists a step slowed by another process on a shared machine.
+        "s_per_step_median": durations[len(durations) // 2],
         "s_per_step": seconds / steps,
         "pairs_per_s": timed_pairs / seconds,
         "tokens_per_s": timed_tokens / seconds,
