@@ -61,6 +61,7 @@ class PreferenceModule(LightningModule):
         self.max_consecutive_skips = max_consecutive_skips
         self.skipped_steps = 0
         self.consecutive_skips = 0
+        self.last_validated_step = -1
         self.policy: PreTrainedModel | None = None
         self.__dict__["reference"] = None
         self.val_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in PAIR_METRICS})
@@ -199,6 +200,10 @@ class PreferenceModule(LightningModule):
             metric = self.val_metrics[_key(name)]
             metric.update(value.detach().float(), weights)
             self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name in _PROGRESS_BAR)
+
+    def on_validation_epoch_end(self) -> None:
+        """Remember the step of the latest validation, so train() need not repeat it at the end."""
+        self.last_validated_step = self.global_step
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Optimizer over the trainable policy parameters only (weight decay on matrices)."""

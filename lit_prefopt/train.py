@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     metrics = _as_floats(trainer.callback_metrics)
-    if cfg.data.get("val_files"):
+    if cfg.data.get("val_files") and module.last_validated_step != trainer.global_step:
         metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
 
     if cfg.export_hf:
