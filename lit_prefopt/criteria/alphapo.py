@@ -1,0 +1,47 @@
+"""AlphaPO (Gupta et al., 2025): SimPO with an alpha-shaped reward.
+
+r(y) = (beta / alpha) * (1 - p^(-alpha / |y|)) = (beta / alpha) * (1 - exp(-alpha * a)), a the
+per-token average log-prob; loss = -log sig(r_w - r_l - gamma). alpha -> 0 recovers SimPO's
+beta * a (used exactly when alpha = 0). gamma is given like SimPO's, absolutely or as
+gamma_beta_ratio. The exponent is clamped to 80 so very unlikely completions stay finite.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, as_float32
+from lit_prefopt.criteria.simpo import SimPO
+
+EXPONENT_LIMIT = 80.0
+
+
+def alpha_reward(avg_logp: Tensor, beta: float, alpha: float) -> Tensor:
+    """(beta / alpha) (1 - exp(-alpha a)), or beta * a at alpha = 0."""
+    if alpha == 0.0:
+        return beta * avg_logp
+    return beta / alpha * (1.0 - torch.exp((-alpha * avg_logp).clamp(max=EXPONENT_LIMIT)))
+
+
+class AlphaPO(SimPO):
+    """`criterion=alphapo`: defaults alpha 0.25, beta 2.0, gamma_beta_ratio 0.25 (SimPO's knobs)."""
+
+    def __init__(
+        self,
+        alpha: float = 0.25,
+        beta: float = 2.0,
+        gamma: float | None = None,
+        gamma_beta_ratio: float | None = None,
+        nll_scale: float = 0.0,
+    ) -> None:
+        super().__init__(beta=beta, gamma=gamma, gamma_beta_ratio=gamma_beta_ratio, nll_scale=nll_scale)
+        self.alpha = float(alpha)
+
+    def forward(self, logps: PairLogps) -> CriterionOutput:
+        chosen, rejected = as_float32(logps.chosen_avg, logps.rejected_avg)
+        chosen_rewards = alpha_reward(chosen, self.beta, self.alpha)
+        rejected_rewards = alpha_reward(rejected, self.beta, self.alpha)
+        losses = -F.logsigmoid(chosen_rewards - rejected_rewards - self.gamma)
+        return CriterionOutput(losses, chosen_rewards.detach(), rejected_rewards.detach())

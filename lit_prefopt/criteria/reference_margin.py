@@ -1,0 +1,26 @@
+"""What every reference-based criterion starts from: implicit rewards and their margin.
+
+r = beta * (log pi(y|x) - log pi_ref(y|x)) for chosen and rejected, over summed or per-token
+average log-probs, and the margin beta * D = r_w - r_l. Kept in one place so IPO, hinge, NCA,
+APO, ... never restate it.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from lit_prefopt.criteria.base import LogprobReduction, PairLogps, as_float32
+
+
+def log_ratios(logps: PairLogps, reduction: LogprobReduction = "sum") -> tuple[Tensor, Tensor]:
+    """(log pi/pi_ref of the chosen, of the rejected), float32."""
+    chosen, rejected = logps.reduced(reduction)
+    ref_chosen, ref_rejected = logps.reference_reduced(reduction)
+    chosen, rejected, ref_chosen, ref_rejected = as_float32(chosen, rejected, ref_chosen, ref_rejected)
+    return chosen - ref_chosen, rejected - ref_rejected
+
+
+def implicit_rewards(logps: PairLogps, beta: float, reduction: LogprobReduction = "sum") -> tuple[Tensor, Tensor]:
+    """(r_w, r_l) = beta * log-ratios, with gradient (detach for logging)."""
+    chosen, rejected = log_ratios(logps, reduction)
+    return beta * chosen, beta * rejected
