@@ -18,7 +18,7 @@ from lightning.pytorch import Trainer, seed_everything
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
-from lit_prefopt.loggers import drop_rows_from_step
+from lit_prefopt.loggers import drop_rows_after_checkpoint
 from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
 from lit_prefopt.module import PreferenceModule
@@ -61,7 +61,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path is None and cfg.validate_before_training and cfg.data.get("val_files"):
         initial = _as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
     elif ckpt_path is not None and trainer.is_global_zero:
-        drop_rows_from_step(run_dir / "metrics.csv", checkpoint_step(Path(ckpt_path)) + 1)
+        drop_rows_after_checkpoint(run_dir / "metrics.csv", checkpoint_step(Path(ckpt_path)))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")

@@ -121,7 +121,12 @@ class PreferenceStream(IterableDataset):
                 f"resumed with {num_workers} x {self.world_size}: resume with data.num_workers={saved[0]} "
                 f"on {saved[1]} ranks"
             )
-        self.epoch, self.position, self.yielded = state["epoch"], state["position"], state["yielded"]
+        # Lightning saves the loader state of rank 0 only and every rank loads it. Ranks yield
+        # in lockstep (rank r owns plans r, r+R, ...), so the number of batches yielded is the
+        # same on all of them and `yielded * world_size` is where every rank resumes; the
+        # saved `position` is rank 0's own and would replay a batch on the other ranks.
+        self.epoch, self.yielded = state["epoch"], state["yielded"]
+        self.position = self.yielded * self.world_size
         self._resuming = True
 
     def __iter__(self) -> Iterator[PreferenceBatch]:

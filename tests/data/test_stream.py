@@ -76,6 +76,22 @@ def test_resume_continues_with_the_next_unseen_pair(write_jsonl, tokenizer, num_
     assert real_ids_from(before + after) == sorted(str(i) for i in range(60))
 
 
+def test_every_rank_resumes_from_rank_zeros_saved_state(write_jsonl, tokenizer):
+    """Lightning checkpoints only rank 0's loader state and every rank loads it."""
+    path = write_jsonl("train.jsonl", [pair(i) for i in range(40)])
+    settings = dict(batch_size=2, shuffle_buffer=8)
+    uninterrupted = [[b.ids for b in loader(path, tokenizer, rank, 2, **settings)] for rank in range(2)]
+    rank0 = loader(path, tokenizer, 0, 2, **settings)
+    it = iter(rank0)
+    for _ in range(3):
+        next(it)
+    state = rank0.state_dict()
+    for rank in range(2):
+        resumed = loader(path, tokenizer, rank, 2, **settings)
+        resumed.load_state_dict(state)
+        assert [b.ids for b in resumed] == uninterrupted[rank][3:], f"rank {rank}"
+
+
 def real_ids_from(id_lists) -> list[str]:
     return sorted(i for ids in id_lists for i in ids)
 
