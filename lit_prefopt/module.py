@@ -103,6 +103,10 @@ class PreferenceModule(LightningModule):
             if self.reference is not None:
                 self._move_reference_to_device()
                 sums, _ = sequence_logprobs(self.reference, batch, self.checkpoint.chunked_logprobs)
+                if hasattr(self.reference, "reshard"):
+                    # FSDP2 keeps the root's parameters gathered after a forward that has no
+                    # backward; free them now rather than holding a full copy all step.
+                    self.reference.reshard()
             elif has_adapters(self.policy):
                 with base_model_mode(self.policy) as base:
                     sums, _ = sequence_logprobs(base, batch, self.checkpoint.chunked_logprobs)

@@ -51,7 +51,7 @@ class ReferenceSync(Callback):
             return
         with torch.no_grad():
             for reference, policy in zip(module.reference.parameters(), module.policy.parameters(), strict=True):
-                reference.lerp_(policy.detach().to(reference.dtype), self.mix)
+                _local(reference).lerp_(_local(policy).to(reference.dtype), self.mix)
         self._synced_at = step
 
     def state_dict(self) -> dict[str, Any]:
@@ -71,3 +71,8 @@ class ReferenceSync(Callback):
         self._module = module
 
     _module: LightningModule | None = None
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (policy and reference are sharded alike), else the tensor."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor.detach()

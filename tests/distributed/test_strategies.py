@@ -30,26 +30,47 @@ def losses(run_dir: Path) -> list[float]:
         return [float(r["train/loss"]) for r in csv.DictReader(file) if r.get("train/loss")]
 
 
+CRITERIA = {
+    "dpo": ("criterion=dpo",),
+    # BCO's running reward mean is all-reduced: 2 ranks must keep the 1-process mean.
+    "bco_pair": ("criterion=bco_pair",),
+    # TR-DPO moves the reference every 2 steps on every rank (or shard) independently.
+    "tr_dpo": ("criterion=tr_dpo", "callbacks.reference_sync.every_n_steps=2", "callbacks.reference_sync.mix=0.5"),
+}
+
+
 @pytest.fixture(scope="module")
-def single_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cwd = tmp_path_factory.mktemp("single")
-    run_lit_prefopt("run_name=single", "data.batch_size=4", *COMMON, cwd=cwd)
-    return cwd / "outputs" / "single"
+def single_process_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One single-process run per criterion, made on first use."""
+    runs: dict[str, Path] = {}
+
+    def run(criterion: str) -> Path:
+        if criterion not in runs:
+            cwd = tmp_path_factory.mktemp(f"single_{criterion}")
+            run_lit_prefopt("run_name=single", "data.batch_size=4", *COMMON, *CRITERIA[criterion], cwd=cwd)
+            runs[criterion] = cwd / "outputs" / "single"
+        return runs[criterion]
+
+    return run
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_two_processes_match_one_process(strategy: str, single_process_run: Path, tmp_path: Path) -> None:
-    """2 ranks x 2 pairs give the same per-step losses as 1 process x 4 pairs."""
+@pytest.mark.parametrize(
+    "strategy,criterion",
+    [("ddp", "dpo"), ("fsdp", "dpo"), ("ddp", "bco_pair"), ("ddp", "tr_dpo"), ("fsdp", "tr_dpo")],
+)
+def test_two_processes_match_one_process(strategy: str, criterion: str, single_process_runs, tmp_path: Path) -> None:
+    """2 ranks x 2 pairs give the same per-step losses and weights as 1 process x 4 pairs."""
+    single = single_process_runs(criterion)
     run_lit_prefopt(f"run_name={strategy}", f"strategy={strategy}", "trainer.devices=2", "data.batch_size=2", *COMMON,
-                    cwd=tmp_path)
+                    *CRITERIA[criterion], cwd=tmp_path)
     run_dir = tmp_path / "outputs" / strategy
-    assert losses(run_dir) == pytest.approx(losses(single_process_run), abs=1e-5)
+    assert losses(run_dir) == pytest.approx(losses(single), abs=1e-5)
 
     from transformers import AutoModelForCausalLM
 
     exported = AutoModelForCausalLM.from_pretrained(run_dir / "hf").state_dict()
-    expected = AutoModelForCausalLM.from_pretrained(single_process_run / "hf").state_dict()
+    expected = AutoModelForCausalLM.from_pretrained(single / "hf").state_dict()
     for name, tensor in expected.items():
         torch.testing.assert_close(exported[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
     last = run_dir / "checkpoints" / "last.ckpt"

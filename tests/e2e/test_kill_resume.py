@@ -33,7 +33,7 @@ def kill_after_checkpoint(cwd: Path, run_dir: Path, overrides: tuple[str, ...], 
     """Start a run, SIGKILL its whole process group once `checkpoint` exists, before the end."""
     process = start_lit_prefopt(*overrides, cwd=cwd)
     deadline = time.monotonic() + 240
-    while not (run_dir / "checkpoints" / checkpoint).exists():
+    while not (run_dir / "checkpoints" / checkpoint).exists():  # files and FSDP directories alike
         assert process.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
@@ -43,9 +43,9 @@ def kill_after_checkpoint(cwd: Path, run_dir: Path, overrides: tuple[str, ...], 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["auto", "ddp"])
+@pytest.mark.parametrize("strategy", ["auto", "ddp", "fsdp"])
 def test_sigkill_then_resume_matches_an_uninterrupted_run(strategy: str, tmp_path: Path) -> None:
-    ranks = ("strategy=ddp", "trainer.devices=2") if strategy == "ddp" else ()
+    ranks = (f"strategy={strategy}", "trainer.devices=2") if strategy != "auto" else ()
     overrides = (*COMMON, *ranks)
     run_lit_prefopt("run_name=straight", *overrides, cwd=tmp_path)
     kill_after_checkpoint(tmp_path, tmp_path / "outputs" / "killed", ("run_name=killed", *overrides), "step=10.ckpt")
