@@ -25,8 +25,16 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> N
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.tensor import DTensor
 
+        import lit_prefopt.models.sharding as sharding
         from lit_prefopt.models.sharding import full_state_dict, load_sharded
 
+        real_shard = sharding.shard
+
+        def shard_checking_meta(model, mesh, mp_policy=None):
+            assert all(p.is_meta for p in model.parameters()), "parameters exist in full before sharding"
+            real_shard(model, mesh, mp_policy)
+
+        sharding.shard = shard_checking_meta
         mesh = init_device_mesh("cpu", (world,))
         model = load_sharded(model_dir, mesh, torch.device("cpu"), torch.float32)
         params = dict(model.named_parameters())
