@@ -33,7 +33,6 @@ def compose(tmp_path: Path) -> Callable[..., "DictConfig"]:  # noqa: F821
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
-
     from omegaconf import open_dict
 
     import lit_prefopt  # noqa: F401  (resolvers)

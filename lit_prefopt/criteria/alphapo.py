@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, as_float32
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps, as_float32
 from lit_prefopt.criteria.simpo import SimPO
 
 EXPONENT_LIMIT = 80.0

@@ -11,27 +11,23 @@ from __future__ import annotations
 
 import torch
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, require_positive
-from lit_prefopt.criteria.reference_margin import implicit_rewards
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps
+from lit_prefopt.criteria.reference_margin import RewardCriterion
 
 ANCHORS = ("zero", "down")
 
 
-class APO(Criterion):
+class APO(RewardCriterion):
     """`criterion=apo_zero` / `criterion=apo_down`: default beta 0.1."""
 
-    needs_reference = True
-    reduction = "sum"
-
     def __init__(self, anchor: str = "zero", beta: float = 0.1, nll_scale: float = 0.0) -> None:
-        super().__init__(nll_scale)
+        super().__init__(beta, nll_scale)
         if anchor not in ANCHORS:
             raise ValueError(f"criterion.anchor must be one of {ANCHORS}, got {anchor!r}")
         self.anchor = anchor
-        self.beta = require_positive("criterion.beta", beta)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = implicit_rewards(logps, self.beta)
+        chosen, rejected = self.rewards(logps)
         if self.anchor == "zero":
             losses = (1 - torch.sigmoid(chosen)) + torch.sigmoid(rejected)
         else:

@@ -15,19 +15,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, require_positive
-from lit_prefopt.criteria.reference_margin import implicit_rewards
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps
+from lit_prefopt.criteria.reference_margin import RewardCriterion
 
 
-class BCOPair(Criterion):
+class BCOPair(RewardCriterion):
     """`criterion=bco_pair`: default beta 0.1."""
 
-    needs_reference = True
-    reduction = "sum"
-
     def __init__(self, beta: float = 0.1, nll_scale: float = 0.0) -> None:
-        super().__init__(nll_scale)
-        self.beta = require_positive("criterion.beta", beta)
+        super().__init__(beta, nll_scale)
         self.register_buffer("reward_sum", torch.zeros((), dtype=torch.float64))
         self.register_buffer("reward_count", torch.zeros((), dtype=torch.float64))
 
@@ -37,7 +33,7 @@ class BCOPair(Criterion):
         return (self.reward_sum / self.reward_count.clamp(min=1.0)).float()
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = implicit_rewards(logps, self.beta)
+        chosen, rejected = self.rewards(logps)
         if self.training:
             self._update_running_mean(torch.cat([chosen, rejected]).detach())
         delta = self.delta

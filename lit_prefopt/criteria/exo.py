@@ -13,25 +13,21 @@ import math
 import torch
 import torch.nn.functional as F
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, require_positive
-from lit_prefopt.criteria.reference_margin import implicit_rewards
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps
+from lit_prefopt.criteria.reference_margin import RewardCriterion
 
 
-class EXOPair(Criterion):
+class EXOPair(RewardCriterion):
     """`criterion=exo_pair`: defaults beta 0.1, label_smoothing (eps) 1e-3."""
 
-    needs_reference = True
-    reduction = "sum"
-
     def __init__(self, beta: float = 0.1, label_smoothing: float = 1e-3, nll_scale: float = 0.0) -> None:
-        super().__init__(nll_scale)
-        self.beta = require_positive("criterion.beta", beta)
+        super().__init__(beta, nll_scale)
         if not 0.0 < label_smoothing < 0.5:
             raise ValueError(f"criterion.label_smoothing must be in (0, 0.5), got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = implicit_rewards(logps, self.beta)
+        chosen, rejected = self.rewards(logps)
         margin = chosen - rejected
         eps = self.label_smoothing
         losses = torch.sigmoid(margin) * (F.logsigmoid(margin) - math.log(1 - eps)) + torch.sigmoid(-margin) * (

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, require_positive
-from lit_prefopt.criteria.reference_margin import log_ratios
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps
+from lit_prefopt.criteria.reference_margin import RewardCriterion, log_ratios
 
 DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
 EXPONENT_LIMIT = 80.0
@@ -34,20 +34,16 @@ def f_prime_of_log_ratio(log_u: Tensor, divergence: str, alpha: float) -> Tensor
     return -torch.exp((-alpha * log_u).clamp(max=EXPONENT_LIMIT)) / alpha
 
 
-class FDivergenceDPO(Criterion):
+class FDivergenceDPO(RewardCriterion):
     """`criterion=f_dpo criterion.divergence=js|forward_kl|alpha|reverse_kl`: defaults beta 0.1, alpha 0.5."""
 
-    needs_reference = True
-    reduction = "sum"
-
     def __init__(self, divergence: str = "js", beta: float = 0.1, alpha: float = 0.5, nll_scale: float = 0.0) -> None:
-        super().__init__(nll_scale)
+        super().__init__(beta, nll_scale)
         if divergence not in DIVERGENCES:
             raise ValueError(f"criterion.divergence must be one of {DIVERGENCES}, got {divergence!r}")
         if divergence == "alpha" and not 0.0 < alpha < 1.0:
             raise ValueError(f"criterion.alpha must be in (0, 1), got {alpha}")
         self.divergence = divergence
-        self.beta = require_positive("criterion.beta", beta)
         self.alpha = float(alpha)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:

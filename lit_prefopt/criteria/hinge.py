@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, require_positive
-from lit_prefopt.criteria.reference_margin import implicit_rewards
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps
+from lit_prefopt.criteria.reference_margin import RewardCriterion
 
 
-class Hinge(Criterion):
+class Hinge(RewardCriterion):
     """`criterion=hinge`: default beta 0.1."""
 
-    needs_reference = True
-    reduction = "sum"
-
-    def __init__(self, beta: float = 0.1, nll_scale: float = 0.0) -> None:
-        super().__init__(nll_scale)
-        self.beta = require_positive("criterion.beta", beta)
-
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = implicit_rewards(logps, self.beta)
+        chosen, rejected = self.rewards(logps)
         return CriterionOutput(torch.relu(1.0 - (chosen - rejected)), chosen.detach(), rejected.detach())

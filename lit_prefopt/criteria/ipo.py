@@ -7,19 +7,14 @@ DESIGN.md section 4 fixes. Rewards are beta times the average log-ratios.
 
 from __future__ import annotations
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, require_positive
-from lit_prefopt.criteria.reference_margin import log_ratios
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps
+from lit_prefopt.criteria.reference_margin import RewardCriterion, log_ratios
 
 
-class IPO(Criterion):
+class IPO(RewardCriterion):
     """`criterion=ipo`: default beta 0.1 (target margin 1/(2 beta) = 5 nats per token)."""
 
-    needs_reference = True
     reduction = "avg"
-
-    def __init__(self, beta: float = 0.1, nll_scale: float = 0.0) -> None:
-        super().__init__(nll_scale)
-        self.beta = require_positive("criterion.beta", beta)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
         chosen, rejected = log_ratios(logps, self.reduction)

@@ -9,21 +9,14 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, require_positive
-from lit_prefopt.criteria.reference_margin import implicit_rewards
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps
+from lit_prefopt.criteria.reference_margin import RewardCriterion
 
 
-class NCAPair(Criterion):
+class NCAPair(RewardCriterion):
     """`criterion=nca_pair`: default beta 0.1."""
 
-    needs_reference = True
-    reduction = "sum"
-
-    def __init__(self, beta: float = 0.1, nll_scale: float = 0.0) -> None:
-        super().__init__(nll_scale)
-        self.beta = require_positive("criterion.beta", beta)
-
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = implicit_rewards(logps, self.beta)
+        chosen, rejected = self.rewards(logps)
         losses = -F.logsigmoid(chosen) - 0.5 * F.logsigmoid(-chosen) - 0.5 * F.logsigmoid(-rejected)
         return CriterionOutput(losses, chosen.detach(), rejected.detach())

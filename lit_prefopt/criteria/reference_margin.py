@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lit_prefopt.criteria.base import LogprobReduction, PairLogps, as_float32
+from lit_prefopt.criteria.base import Criterion, LogprobReduction, PairLogps, as_float32, require_positive
 
 
 def log_ratios(logps: PairLogps, reduction: LogprobReduction = "sum") -> tuple[Tensor, Tensor]:
@@ -24,3 +24,18 @@ def implicit_rewards(logps: PairLogps, beta: float, reduction: LogprobReduction 
     """(r_w, r_l) = beta * log-ratios, with gradient (detach for logging)."""
     chosen, rejected = log_ratios(logps, reduction)
     return beta * chosen, beta * rejected
+
+
+class RewardCriterion(Criterion):
+    """Base of the criteria defined on r = beta * log pi/pi_ref: a reference and a `beta`."""
+
+    needs_reference = True
+    reduction: LogprobReduction = "sum"
+
+    def __init__(self, beta: float = 0.1, nll_scale: float = 0.0) -> None:
+        super().__init__(nll_scale)
+        self.beta = require_positive("criterion.beta", beta)
+
+    def rewards(self, logps: PairLogps) -> tuple[Tensor, Tensor]:
+        """(r_w, r_l) over this criterion's reduction, with gradient."""
+        return implicit_rewards(logps, self.beta, self.reduction)

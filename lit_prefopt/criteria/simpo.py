@@ -9,7 +9,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, as_float32, require_non_negative, require_positive
+from lit_prefopt.criteria.base import (
+    Criterion,
+    CriterionOutput,
+    PairLogps,
+    as_float32,
+    require_non_negative,
+    require_positive,
+)
 
 
 def simpo_loss(policy_chosen_avg: Tensor, policy_rejected_avg: Tensor, beta: float, gamma: float) -> tuple[Tensor, Tensor, Tensor]:

@@ -7,19 +7,12 @@ square loss with win probabilities 1 and 0 and eta = 1/beta, pushing the chosen 
 
 from __future__ import annotations
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, require_positive
-from lit_prefopt.criteria.reference_margin import log_ratios
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps
+from lit_prefopt.criteria.reference_margin import RewardCriterion, log_ratios
 
 
-class SPPOHard(Criterion):
+class SPPOHard(RewardCriterion):
     """`criterion=sppo_hard`: default beta 0.1 (targets +-5 nats)."""
-
-    needs_reference = True
-    reduction = "sum"
-
-    def __init__(self, beta: float = 0.1, nll_scale: float = 0.0) -> None:
-        super().__init__(nll_scale)
-        self.beta = require_positive("criterion.beta", beta)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
         chosen, rejected = log_ratios(logps)

@@ -6,14 +6,13 @@ import json
 from collections import Counter
 
 import pytest
+from conftest import HH_TRAIN
+from pairs import pair
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
 from lit_prefopt.data.sources import resolve_sources
 from lit_prefopt.data.tokenize import PairTokenizer
-from pairs import pair
-
-from conftest import HH_TRAIN
 
 
 def loader(path, tokenizer, rank=0, world_size=1, num_workers=0, **settings) -> StatefulDataLoader:

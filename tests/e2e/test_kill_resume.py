@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from entry_process import run_lit_prefopt, start_lit_prefopt
 from safetensors.torch import load_file
-import torch
 
 COMMON = (
     "trainer.max_steps=30",
