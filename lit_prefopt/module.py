@@ -61,6 +61,9 @@ class PreferenceModule(LightningModule):
         self.max_consecutive_skips = max_consecutive_skips
         self.skipped_steps = 0
         self.consecutive_skips = 0
+        self.tokens_seen = 0
+        # Run totals of the data counters the batches carry (truncated, dropped, skipped pairs).
+        self.data_counts: dict[str, int] = {}
         self.last_validated_step = -1
         self.policy: PreTrainedModel | None = None
         self.__dict__["reference"] = None
@@ -141,8 +144,12 @@ class PreferenceModule(LightningModule):
     def _accumulate(self, values: dict[str, Tensor], weights: Tensor, batch: PreferenceBatch) -> None:
         """Sum weighted metric values over the micro-batches of one optimizer step."""
         sums = {name: (value.float() * weights).sum() for name, value in values.items()}
+        row_weights = torch.cat([weights, weights])
         sums["_pairs"] = weights.sum()
-        sums["_tokens"] = torch.tensor(float(batch.num_tokens()), device=weights.device)
+        sums["_tokens"] = (batch.attention_mask.sum(dim=1).float() * row_weights).sum()
+        sums["_positions"] = row_weights.sum() * batch.attention_mask.shape[1]
+        for name, count in batch.counts.items():
+            sums[f"_count/{name}"] = torch.tensor(float(count), device=weights.device)
         for name, value in sums.items():
             self._step_sums[name] = self._step_sums.get(name, 0.0) + value
 
@@ -153,6 +160,11 @@ class PreferenceModule(LightningModule):
         sums = self._reduced_step_sums()
         pairs = sums.pop("_pairs").clamp(min=1.0)
         tokens = sums.pop("_tokens")
+        positions = sums.pop("_positions").clamp(min=1.0)
+        for name in [n for n in sums if n.startswith("_count/")]:
+            key = name.removeprefix("_count/")
+            self.data_counts[key] = self.data_counts.get(key, 0) + int(sums.pop(name).item())
+        self.tokens_seen += int(tokens.item())
         # Lightning divided each micro-batch loss by accumulate_grad_batches and data parallelism
         # averaged over ranks; undo both and divide by the step's real pair count instead.
         scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / pairs
@@ -168,6 +180,9 @@ class PreferenceModule(LightningModule):
         self.log("train/lr", float(optimizer.param_groups[0]["lr"]), on_step=True, on_epoch=False)
         self.log("train/grad_norm", grad_norm, on_step=True, on_epoch=False)
         self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        self.log("train/padding_ratio", 1.0 - tokens / positions, on_step=True, on_epoch=False)
+        for name, count in self.data_counts.items():
+            self.log(f"train/data/{name}", float(count), on_step=True, on_epoch=False)
         self._step_sums = {}
         self._step_started = now
 
@@ -222,9 +237,13 @@ class PreferenceModule(LightningModule):
         checkpoint["config"] = self.config
         checkpoint["model_path"] = self.checkpoint.base_directory
         checkpoint["skipped_steps"] = self.skipped_steps
+        checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["data_counts"] = dict(self.data_counts)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_steps = checkpoint.get("skipped_steps", 0)
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        self.data_counts = dict(checkpoint.get("data_counts", {}))
 
 
 _PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy"}

@@ -18,9 +18,13 @@ CURVES = (
 def write_summary(
     run_dir: Path, trainer: Trainer, initial: dict[str, float], final: dict[str, float], seconds: float, exported: bool
 ) -> dict:
-    """Steps, final and initial validation metrics, and where the outputs are."""
+    """Steps, tokens, data counts, final and initial validation metrics, and where the outputs are."""
+    module = trainer.lightning_module
     summary = {
         "steps": trainer.global_step,
+        "tokens": module.tokens_seen,
+        "data_counts": module.data_counts,
+        "skipped_steps": module.skipped_steps,
         "seconds": round(seconds, 1),
         "initial_val": {k: v for k, v in initial.items() if k.startswith("val/")},
         "final_val": {k: v for k, v in final.items() if k.startswith("val/")},

@@ -69,6 +69,8 @@ def test_default_dpo_run_writes_the_documented_layout(compose, tmp_path: Path, t
 
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 4 and "val/rewards/accuracy" in summary["final_val"]
+    assert summary["tokens"] > 4 * 4 * 2 * 10, "4 steps x 4 pairs x 2 rows of 10+ tokens"
+    assert all(0.0 <= v < 1.0 for v in column(rows, "train/padding_ratio"))
     assert (run / "curves.png").stat().st_size > 1000
 
 
@@ -104,6 +106,17 @@ def test_resume_reaches_the_same_weights(compose, tmp_path: Path) -> None:
     straight_losses = column(read_metrics(tmp_path / "straight"), "train/loss")
     resumed_losses = column(read_metrics(tmp_path / "resumed"), "train/loss")
     assert resumed_losses == pytest.approx(straight_losses, abs=1e-6), "metrics.csv reads as one run"
+
+
+def test_truncated_pairs_are_counted_and_logged(compose) -> None:
+    """Sample prompts are ~12 tokens: a 10-token cap truncates every pair, and says so."""
+    cfg = compose("trainer.max_steps=2", "data.batch_size=4", "data.max_seq_len=10", "validate_before_training=false",
+                  "data.val_files=null", "export_hf=false")
+    train(cfg)
+    truncated = column(read_metrics(Path(cfg.run_dir)), "train/data/truncated")
+    assert truncated == [4.0, 8.0]
+    summary = json.loads((Path(cfg.run_dir) / "summary.json").read_text())
+    assert summary["data_counts"]["truncated"] == 8
 
 
 def test_resume_without_checkpoint_starts_fresh(compose, tmp_path: Path, caplog) -> None:
