@@ -1,9 +1,11 @@
-"""AlphaPO (Gupta et al., 2025): SimPO with an alpha-shaped reward.
+"""AlphaPO (Gupta et al., 2025, "AlphaPO: Reward Shape Matters for LLM Alignment"): SimPO with an
+alpha-shaped reward.
 
-r(y) = (beta / alpha) * (1 - p^(-alpha / |y|)) = (beta / alpha) * (1 - exp(-alpha * a)), a the
-per-token average log-prob; loss = -log sig(r_w - r_l - gamma). alpha -> 0 recovers SimPO's
-beta * a (used exactly when alpha = 0). gamma is given like SimPO's, absolutely or as
-gamma_beta_ratio. The exponent is clamped to 80 so very unlikely completions stay finite.
+r(y) = (beta / alpha) (1 - p(y)^(-alpha / |y|)) = (beta / alpha) (1 - exp(-alpha a)), a the
+per-token average log-prob; loss = -log sig(r_w - r_l - gamma). As alpha -> 0, r -> beta * a,
+SimPO's reward (used exactly at alpha = 0). gamma is given as in SimPO, absolutely or as
+gamma_beta_ratio. TRL writes the same loss as -log sig(beta (r'_w - r'_l - gamma_beta_ratio))
+with r' = r / beta. The exponent is clamped to 80 so very unlikely completions stay finite.
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ def alpha_reward(avg_logp: Tensor, beta: float, alpha: float) -> Tensor:
     return beta / alpha * (1.0 - torch.exp((-alpha * avg_logp).clamp(max=EXPONENT_LIMIT)))
 
 
+def alphapo_loss(
+    policy_chosen_avg: Tensor, policy_rejected_avg: Tensor, beta: float, alpha: float, gamma: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-pair AlphaPO losses and the alpha-shaped rewards, from per-token average log-probs."""
+    chosen, rejected = as_float32(policy_chosen_avg, policy_rejected_avg)
+    chosen_rewards = alpha_reward(chosen, beta, alpha)
+    rejected_rewards = alpha_reward(rejected, beta, alpha)
+    losses = -F.logsigmoid(chosen_rewards - rejected_rewards - gamma)
+    return losses, chosen_rewards.detach(), rejected_rewards.detach()
+
+
 class AlphaPO(SimPO):
     """`criterion=alphapo`: defaults alpha 0.25, beta 2.0, gamma_beta_ratio 0.25 (SimPO's knobs)."""
 
@@ -40,8 +53,4 @@ class AlphaPO(SimPO):
         self.alpha = float(alpha)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = as_float32(logps.chosen_avg, logps.rejected_avg)
-        chosen_rewards = alpha_reward(chosen, self.beta, self.alpha)
-        rejected_rewards = alpha_reward(rejected, self.beta, self.alpha)
-        losses = -F.logsigmoid(chosen_rewards - rejected_rewards - self.gamma)
-        return CriterionOutput(losses, chosen_rewards.detach(), rejected_rewards.detach())
+        return CriterionOutput(*alphapo_loss(*logps.reduced(self.reduction), self.beta, self.alpha, self.gamma))

@@ -1,7 +1,10 @@
-"""CPO (Xu et al., 2024): reference-free DPO on summed log-probs plus an NLL term.
+"""CPO (Xu et al., 2024, "Contrastive Preference Optimization: Pushing the Boundaries of LLM
+Performance in Machine Translation"): reference-free DPO on summed log-probs plus an NLL term.
 
-loss = -log sig(beta (s_w - s_l)) + nll_scale * NLL_w; the module adds the NLL term, which is why
-`nll_scale` defaults to 1 here.
+loss = -log sig(beta (s_w - s_l)) + nll_scale * NLL_w. The training module adds the NLL term,
+which is why `nll_scale` defaults to 1 here: the paper's unweighted sum of the two terms. NLL_w
+is the per-token mean of each chosen completion averaged over pairs; TRL averages over all chosen
+tokens of the batch instead, weighing long completions more.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
-"""DPO (Rafailov et al., 2023), with cDPO label smoothing and length normalization.
+"""DPO (Rafailov et al., 2023, "Direct Preference Optimization"), with cDPO label smoothing.
 
 loss = -(1 - eps) log sig(beta D) - eps log sig(-beta D), with
-D = (s_w - s_w^ref) - (s_l - s_l^ref) over summed completion log-probs (per-token averages when
-`length_normalization`). eps = 0 is plain DPO; eps > 0 is conservative DPO (Mitchell, 2023).
+D = (s_w - s_w^ref) - (s_l - s_l^ref) over summed completion log-probs, or per-token averages
+when `length_normalization` (length-normalized DPO, `criterion=ln_dpo`). eps = 0 is plain DPO;
+eps > 0 is conservative DPO (Mitchell, 2023, "A note on DPO with noisy preferences"), the
+cross-entropy against labels that are flipped with probability eps (`criterion=cdpo`).
+RPO (Pang et al., 2024) is this loss plus nll_scale * NLL_w (`criterion=rpo`).
 """
 
 from __future__ import annotations
@@ -10,7 +13,15 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps, as_float32, require_positive
+from lit_prefopt.criteria.base import CriterionOutput, PairLogps
+from lit_prefopt.criteria.reference_margin import RewardCriterion, implicit_rewards
+
+
+def require_label_smoothing(value: float) -> float:
+    """eps in [0, 0.5): at 0.5 the labels carry no information (and robust DPO divides by 1 - 2 eps)."""
+    if not 0.0 <= value < 0.5:
+        raise ValueError(f"criterion.label_smoothing must be in [0, 0.5), got {value}")
+    return float(value)
 
 
 def dpo_loss(
@@ -21,33 +32,26 @@ def dpo_loss(
     beta: float,
     label_smoothing: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-pair DPO losses and the implicit rewards beta * (s - s_ref)."""
-    policy_chosen, policy_rejected, ref_chosen, ref_rejected = as_float32(
-        policy_chosen, policy_rejected, ref_chosen, ref_rejected
-    )
-    chosen_rewards = beta * (policy_chosen - ref_chosen)
-    rejected_rewards = beta * (policy_rejected - ref_rejected)
-    logits = chosen_rewards - rejected_rewards
-    losses = -(1 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
-    return losses, chosen_rewards.detach(), rejected_rewards.detach()
+    """Per-pair DPO (cDPO for label_smoothing > 0) losses and rewards beta * (s - s_ref)."""
+    chosen, rejected = implicit_rewards(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+    margin = chosen - rejected
+    losses = -(1 - label_smoothing) * F.logsigmoid(margin) - label_smoothing * F.logsigmoid(-margin)
+    return losses, chosen.detach(), rejected.detach()
 
 
-class DPO(Criterion):
-    """`criterion=dpo`; `label_smoothing` > 0 is cDPO, `nll_scale` > 0 is RPO."""
-
-    needs_reference = True
+class DPO(RewardCriterion):
+    """`criterion=dpo`: defaults beta 0.1, label_smoothing 0, length_normalization false."""
 
     def __init__(
-        self, beta: float = 0.1, label_smoothing: float = 0.0, length_normalization: bool = False, nll_scale: float = 0.0
+        self,
+        beta: float = 0.1,
+        label_smoothing: float = 0.0,
+        length_normalization: bool = False,
+        nll_scale: float = 0.0,
     ) -> None:
-        super().__init__(nll_scale)
-        self.beta = require_positive("criterion.beta", beta)
-        if not 0.0 <= label_smoothing < 0.5:
-            raise ValueError(f"criterion.label_smoothing must be in [0, 0.5), got {label_smoothing}")
-        self.label_smoothing = float(label_smoothing)
+        super().__init__(beta, nll_scale)
+        self.label_smoothing = require_label_smoothing(label_smoothing)
         self.reduction = "avg" if length_normalization else "sum"
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = logps.reduced(self.reduction)
-        ref_chosen, ref_rejected = logps.reference_reduced(self.reduction)
-        return CriterionOutput(*dpo_loss(chosen, rejected, ref_chosen, ref_rejected, self.beta, self.label_smoothing))
+        return CriterionOutput(*dpo_loss(*self.inputs(logps), self.beta, self.label_smoothing))

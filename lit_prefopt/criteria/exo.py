@@ -1,9 +1,12 @@
-"""EXO, pairwise (Ji et al., 2024, "Towards Efficient Exact Optimization of LM Alignment").
+"""EXO, pairwise (Ji et al., 2024, "Towards Efficient Exact Optimization of Language Model
+Alignment").
 
-With m = beta * D and a smoothed label distribution (1 - eps, eps) over (chosen wins, rejected
-wins), the loss is the reverse KL from the model's pair distribution (sig(m), sig(-m)) to it:
-sig(m) (log sig(m) - log(1 - eps)) + sig(-m) (log sig(-m) - log eps). It is mode-seeking where
-DPO's forward KL is mean-seeking; eps > 0 keeps the target finite (the paper uses 1e-3).
+With m = beta * D, the model's distribution over which of the two completions wins is
+(sig(m), sig(-m)); the labels, smoothed by eps, give (1 - eps, eps). The loss is the reverse KL
+from the first to the second:
+sig(m) (log sig(m) - log(1 - eps)) + sig(-m) (log sig(-m) - log eps).
+Reverse KL is mode-seeking where DPO's forward KL (cross-entropy) is mean-seeking; eps > 0 keeps
+log eps finite (the paper's pairwise setting uses 1e-3).
 """
 
 from __future__ import annotations
@@ -12,9 +15,28 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from lit_prefopt.criteria.base import CriterionOutput, PairLogps
-from lit_prefopt.criteria.reference_margin import RewardCriterion
+from lit_prefopt.criteria.reference_margin import RewardCriterion, implicit_rewards
+
+
+def exo_pair_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    beta: float,
+    label_smoothing: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-pair EXO losses and rewards beta * (s - s_ref)."""
+    chosen, rejected = implicit_rewards(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)
+    margin = chosen - rejected
+    eps = label_smoothing
+    losses = torch.sigmoid(margin) * (F.logsigmoid(margin) - math.log1p(-eps)) + torch.sigmoid(-margin) * (
+        F.logsigmoid(-margin) - math.log(eps)
+    )
+    return losses, chosen.detach(), rejected.detach()
 
 
 class EXOPair(RewardCriterion):
@@ -27,10 +49,4 @@ class EXOPair(RewardCriterion):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = self.rewards(logps)
-        margin = chosen - rejected
-        eps = self.label_smoothing
-        losses = torch.sigmoid(margin) * (F.logsigmoid(margin) - math.log(1 - eps)) + torch.sigmoid(-margin) * (
-            F.logsigmoid(-margin) - math.log(eps)
-        )
-        return CriterionOutput(losses, chosen.detach(), rejected.detach())
+        return CriterionOutput(*exo_pair_loss(*self.inputs(logps), self.beta, self.label_smoothing))

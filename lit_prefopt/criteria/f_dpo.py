@@ -1,16 +1,21 @@
-"""f-DPO (Wang et al., 2023, "Beyond Reverse KL"): DPO under other f-divergences.
+"""f-DPO (Wang et al., 2024, "Beyond Reverse KL: Generalizing Direct Preference Optimization
+with Diverse Divergence Constraints"): DPO with the reverse KL swapped for another f-divergence.
 
-With u = pi/pi_ref (so log u = the summed log-ratio) the loss is -log sig(beta (f'(u_w) - f'(u_l))):
-- `reverse_kl`: f'(u) = log u + 1, which is plain DPO;
-- `forward_kl`: f'(u) = -1/u = -exp(-log u);
+With u = pi/pi_ref (log u = the summed log-ratio), loss = -log sig(beta (f'(u_w) - f'(u_l))):
+- `reverse_kl`: f(u) = u log u, f'(u) = log u + 1: plain DPO;
+- `forward_kl`: f(u) = -log u, f'(u) = -1/u = -exp(-log u);
 - `js` (Jensen-Shannon): f'(u) = log(2u / (1 + u)) = log 2 + log u - softplus(log u);
-- `alpha` (alpha-divergence, 0 < alpha < 1): f'(u) = (1 - u^-alpha) / alpha.
-Constant terms cancel in the difference. Exponents are clamped to +-80 so extreme log-ratios
-give large finite losses instead of inf - inf. Rewards are beta * log u (as for DPO) so
-dashboards compare across divergences.
+- `alpha` (alpha-divergence, 0 < alpha < 1): f'(u) = (1 - u^-alpha) / alpha, the paper's
+  parametrization (alpha -> 0 is reverse KL, alpha = 1 forward KL); TRL's
+  `f_alpha_divergence_coef` is 1 - alpha (the two coincide at the default 0.5).
+Additive constants cancel in the difference and are dropped. Exponents are clamped to 80 so an
+extreme log-ratio gives a large finite loss instead of inf - inf. Rewards stay beta * log u, as
+for DPO, so dashboards compare across divergences.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,36 +24,50 @@ from torch import Tensor
 from lit_prefopt.criteria.base import CriterionOutput, PairLogps
 from lit_prefopt.criteria.reference_margin import RewardCriterion, log_ratios
 
-DIVERGENCES = ("reverse_kl", "forward_kl", "js", "alpha")
 EXPONENT_LIMIT = 80.0
 
 
-def f_prime_of_log_ratio(log_u: Tensor, divergence: str, alpha: float) -> Tensor:
-    """f'(u) up to an additive constant, as a function of log u."""
-    if divergence == "reverse_kl":
-        return log_u
-    if divergence == "forward_kl":
-        return -torch.exp((-log_u).clamp(max=EXPONENT_LIMIT))
-    if divergence == "js":
-        return log_u - F.softplus(log_u)
-    return -torch.exp((-alpha * log_u).clamp(max=EXPONENT_LIMIT)) / alpha
+def capped_exp(x: Tensor) -> Tensor:
+    """exp(x) with x clamped to EXPONENT_LIMIT: finite in float32 (exp(80) ~ 5.5e34)."""
+    return torch.exp(x.clamp(max=EXPONENT_LIMIT))
+
+
+# f'(u) up to an additive constant, as a function of log u (and alpha, used by `alpha` only).
+F_PRIMES: dict[str, Callable[[Tensor, float], Tensor]] = {
+    "reverse_kl": lambda log_u, alpha: log_u,
+    "forward_kl": lambda log_u, alpha: -capped_exp(-log_u),
+    "js": lambda log_u, alpha: log_u - F.softplus(log_u),
+    "alpha": lambda log_u, alpha: -capped_exp(-alpha * log_u) / alpha,
+}
+
+
+def f_dpo_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    beta: float,
+    divergence: str = "reverse_kl",
+    alpha: float = 0.5,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-pair f-DPO losses under `divergence` and rewards beta * (s - s_ref)."""
+    chosen, rejected = log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
+    f_prime = F_PRIMES[divergence]
+    losses = -F.logsigmoid(beta * (f_prime(chosen, alpha) - f_prime(rejected, alpha)))
+    return losses, (beta * chosen).detach(), (beta * rejected).detach()
 
 
 class FDivergenceDPO(RewardCriterion):
-    """`criterion=f_dpo criterion.divergence=js|forward_kl|alpha|reverse_kl`: defaults beta 0.1, alpha 0.5."""
+    """`criterion=f_dpo` (`divergence` reverse_kl|forward_kl|js|alpha): defaults js, beta 0.1, alpha 0.5."""
 
     def __init__(self, divergence: str = "js", beta: float = 0.1, alpha: float = 0.5, nll_scale: float = 0.0) -> None:
         super().__init__(beta, nll_scale)
-        if divergence not in DIVERGENCES:
-            raise ValueError(f"criterion.divergence must be one of {DIVERGENCES}, got {divergence!r}")
+        if divergence not in F_PRIMES:
+            raise ValueError(f"criterion.divergence must be one of {sorted(F_PRIMES)}, got {divergence!r}")
         if divergence == "alpha" and not 0.0 < alpha < 1.0:
             raise ValueError(f"criterion.alpha must be in (0, 1), got {alpha}")
         self.divergence = divergence
         self.alpha = float(alpha)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = log_ratios(logps)
-        f_chosen = f_prime_of_log_ratio(chosen, self.divergence, self.alpha)
-        f_rejected = f_prime_of_log_ratio(rejected, self.divergence, self.alpha)
-        losses = -F.logsigmoid(self.beta * (f_chosen - f_rejected))
-        return CriterionOutput(losses, (self.beta * chosen).detach(), (self.beta * rejected).detach())
+        return CriterionOutput(*f_dpo_loss(*self.inputs(logps), self.beta, self.divergence, self.alpha))

@@ -1,22 +1,37 @@
-"""IPO (Azar et al., 2023): a squared loss that keeps the log-ratio margin at 1/(2 beta).
+"""IPO (Azar et al., 2023, "A General Theoretical Paradigm to Understand Learning from Human
+Preferences"): a squared loss that holds the log-ratio margin at 1/(2 beta).
 
-loss = (D_avg - 1/(2 beta))^2, D_avg from per-token *average* log-probs: the paper's D uses
-sums, but its authors confirmed the length-normalized form (TRL uses it too); we follow that, as
-DESIGN.md section 4 fixes. Rewards are beta times the average log-ratios.
+loss = (D_avg - 1/(2 beta))^2 with D_avg from per-token *average* log-probs. The paper writes D
+over summed log-probs; its authors confirmed the length-normalized form, which TRL uses and
+DESIGN.md section 4 fixes, so the target margin is 1/(2 beta) nats per token. Rewards are
+beta times the average log-ratios.
 """
 
 from __future__ import annotations
+
+from torch import Tensor
 
 from lit_prefopt.criteria.base import CriterionOutput, PairLogps
 from lit_prefopt.criteria.reference_margin import RewardCriterion, log_ratios
 
 
+def ipo_loss(
+    policy_chosen_avg: Tensor,
+    policy_rejected_avg: Tensor,
+    ref_chosen_avg: Tensor,
+    ref_rejected_avg: Tensor,
+    beta: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-pair IPO losses and rewards beta * (a - a_ref), from per-token average log-probs."""
+    chosen, rejected = log_ratios(policy_chosen_avg, policy_rejected_avg, ref_chosen_avg, ref_rejected_avg)
+    losses = (chosen - rejected - 1.0 / (2.0 * beta)) ** 2
+    return losses, (beta * chosen).detach(), (beta * rejected).detach()
+
+
 class IPO(RewardCriterion):
-    """`criterion=ipo`: default beta 0.1 (target margin 1/(2 beta) = 5 nats per token)."""
+    """`criterion=ipo`: default beta 0.1 (target margin 5 nats per token)."""
 
     reduction = "avg"
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        chosen, rejected = log_ratios(logps, self.reduction)
-        losses = (chosen - rejected - 1.0 / (2.0 * self.beta)) ** 2
-        return CriterionOutput(losses, (self.beta * chosen).detach(), (self.beta * rejected).detach())
+        return CriterionOutput(*ipo_loss(*self.inputs(logps), self.beta))

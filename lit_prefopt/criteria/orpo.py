@@ -1,10 +1,13 @@
-"""ORPO (Hong et al., 2024): NLL plus a log odds-ratio term on per-token average log-probs.
+"""ORPO (Hong et al., 2024, "ORPO: Monolithic Preference Optimization without Reference Model").
 
 loss = nll_scale * NLL_w - lambda * log sig(log_odds), with
-log_odds = (a_w - a_l) - (log(1 - exp(a_w)) - log(1 - exp(a_l))). The paper uses average
-log-probs and weighs the odds term with lambda; fairseq2 v0.4 used sums and ignored its lambda.
-log(1 - exp(a)) is computed with a stable log1mexp in float32, `a` clamped just below 0 so a
-completion the policy is certain of gives a large finite loss, never NaN.
+log_odds = (a_w - a_l) - (log(1 - exp(a_w)) - log(1 - exp(a_l))), a the per-token average
+log-prob. As in the paper: average log-probs, the odds term weighed by lambda, and L_SFT the
+per-token mean NLL of each chosen completion averaged over pairs (the module's NLL term with
+nll_scale 1). fairseq2 v0.4 used summed log-probs and ignored its lambda; TRL averages its NLL
+over all chosen tokens of the batch, which weighs long completions more. log(1 - exp(a)) is a
+stable log1mexp in float32 with `a` clamped just below 0, so a completion the policy is certain
+of gives a large finite loss, never NaN.
 """
 
 from __future__ import annotations
@@ -53,4 +56,4 @@ class ORPO(Criterion):
         self.lambda_ = require_positive("criterion.lambda", hyperparameters.get("lambda", 0.1))
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        return CriterionOutput(*orpo_loss(logps.chosen_avg, logps.rejected_avg, self.lambda_))
+        return CriterionOutput(*orpo_loss(*logps.reduced(self.reduction), self.lambda_))

@@ -1,8 +1,9 @@
-"""What every reference-based criterion starts from: implicit rewards and their margin.
+"""What every reference-based criterion starts from: log-ratios and implicit rewards.
 
-r = beta * (log pi(y|x) - log pi_ref(y|x)) for chosen and rejected, over summed or per-token
-average log-probs, and the margin beta * D = r_w - r_l. Kept in one place so IPO, hinge, NCA,
-APO, ... never restate it.
+log pi/pi_ref of the chosen and of the rejected completion, and the implicit rewards
+r = beta * log pi/pi_ref whose difference is DPO's margin beta * D. Kept in one place so the
+loss functions of IPO, hinge, NCA, APO, ... never restate them, and `RewardCriterion` holds the
+`beta` and the reference plumbing their classes share.
 """
 
 from __future__ import annotations
@@ -12,17 +13,21 @@ from torch import Tensor
 from lit_prefopt.criteria.base import Criterion, LogprobReduction, PairLogps, as_float32, require_positive
 
 
-def log_ratios(logps: PairLogps, reduction: LogprobReduction = "sum") -> tuple[Tensor, Tensor]:
-    """(log pi/pi_ref of the chosen, of the rejected), float32."""
-    chosen, rejected = logps.reduced(reduction)
-    ref_chosen, ref_rejected = logps.reference_reduced(reduction)
-    chosen, rejected, ref_chosen, ref_rejected = as_float32(chosen, rejected, ref_chosen, ref_rejected)
-    return chosen - ref_chosen, rejected - ref_rejected
+def log_ratios(
+    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(log pi/pi_ref of the chosen, of the rejected), in float32 whatever the input dtype."""
+    policy_chosen, policy_rejected, ref_chosen, ref_rejected = as_float32(
+        policy_chosen, policy_rejected, ref_chosen, ref_rejected
+    )
+    return policy_chosen - ref_chosen, policy_rejected - ref_rejected
 
 
-def implicit_rewards(logps: PairLogps, beta: float, reduction: LogprobReduction = "sum") -> tuple[Tensor, Tensor]:
-    """(r_w, r_l) = beta * log-ratios, with gradient (detach for logging)."""
-    chosen, rejected = log_ratios(logps, reduction)
+def implicit_rewards(
+    policy_chosen: Tensor, policy_rejected: Tensor, ref_chosen: Tensor, ref_rejected: Tensor, beta: float
+) -> tuple[Tensor, Tensor]:
+    """(r_w, r_l) = beta * log-ratios, float32 and with gradient (detach them for logging)."""
+    chosen, rejected = log_ratios(policy_chosen, policy_rejected, ref_chosen, ref_rejected)
     return beta * chosen, beta * rejected
 
 
@@ -36,6 +41,7 @@ class RewardCriterion(Criterion):
         super().__init__(nll_scale)
         self.beta = require_positive("criterion.beta", beta)
 
-    def rewards(self, logps: PairLogps) -> tuple[Tensor, Tensor]:
-        """(r_w, r_l) over this criterion's reduction, with gradient."""
-        return implicit_rewards(logps, self.beta, self.reduction)
+    def inputs(self, logps: PairLogps) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(policy chosen, policy rejected, reference chosen, reference rejected) log-probs, summed
+        or averaged per this criterion's `reduction`: the first arguments of its loss function."""
+        return (*logps.reduced(self.reduction), *logps.reference_reduced(self.reduction))

@@ -1,7 +1,9 @@
-"""SimPO (Meng et al., 2024): reference-free, length-normalized, with a target margin.
+"""SimPO (Meng et al., 2024, "SimPO: Simple Preference Optimization with a Reference-Free
+Reward"): reference-free, length-normalized, with a target reward margin.
 
-loss = -log sig(beta (a_w - a_l) - gamma), a the per-token average log-prob. The SimPO authors
-tune gamma through gamma_beta_ratio = gamma / beta; either knob may be set, not both.
+loss = -log sig(beta (a_w - a_l) - gamma), a the per-token average log-prob. The paper states
+gamma; the SimPO authors' code and TRL tune it through gamma_beta_ratio = gamma / beta. Either
+knob may be set, not both (neither: ratio 0.25, so gamma 0.5 at beta 2).
 """
 
 from __future__ import annotations
@@ -18,8 +20,13 @@ from lit_prefopt.criteria.base import (
     require_positive,
 )
 
+# The SimPO authors' recommended starting point (gamma 0.5 at beta 2).
+DEFAULT_GAMMA_BETA_RATIO = 0.25
 
-def simpo_loss(policy_chosen_avg: Tensor, policy_rejected_avg: Tensor, beta: float, gamma: float) -> tuple[Tensor, Tensor, Tensor]:
+
+def simpo_loss(
+    policy_chosen_avg: Tensor, policy_rejected_avg: Tensor, beta: float, gamma: float
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-pair SimPO losses and rewards beta * a."""
     chosen, rejected = as_float32(policy_chosen_avg, policy_rejected_avg)
     chosen_rewards = beta * chosen
@@ -35,16 +42,23 @@ class SimPO(Criterion):
     reduction = "avg"
 
     def __init__(
-        self, beta: float = 2.0, gamma: float | None = None, gamma_beta_ratio: float | None = None, nll_scale: float = 0.0
+        self,
+        beta: float = 2.0,
+        gamma: float | None = None,
+        gamma_beta_ratio: float | None = None,
+        nll_scale: float = 0.0,
     ) -> None:
         super().__init__(nll_scale)
         self.beta = require_positive("criterion.beta", beta)
         if gamma is not None and gamma_beta_ratio is not None:
-            raise ValueError("set criterion.gamma or criterion.gamma_beta_ratio, not both")
+            raise ValueError(
+                f"set criterion.gamma or criterion.gamma_beta_ratio, not both (got {gamma} and {gamma_beta_ratio}); "
+                "to give gamma, also pass criterion.gamma_beta_ratio=null"
+            )
         if gamma is None:
-            ratio = 0.25 if gamma_beta_ratio is None else require_non_negative("criterion.gamma_beta_ratio", gamma_beta_ratio)
-            gamma = ratio * self.beta
+            ratio = DEFAULT_GAMMA_BETA_RATIO if gamma_beta_ratio is None else gamma_beta_ratio
+            gamma = require_non_negative("criterion.gamma_beta_ratio", ratio) * self.beta
         self.gamma = require_non_negative("criterion.gamma", gamma)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        return CriterionOutput(*simpo_loss(logps.chosen_avg, logps.rejected_avg, self.beta, self.gamma))
+        return CriterionOutput(*simpo_loss(*logps.reduced(self.reduction), self.beta, self.gamma))
