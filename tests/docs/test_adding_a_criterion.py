@@ -15,15 +15,15 @@ from lit_prefopt.train import train
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "docs" / "examples"
-EXAMPLE_FILES = [EXAMPLES / "my_criteria" / "slic.py", EXAMPLES / "my_configs" / "criterion" / "slic.yaml"]
+EXAMPLE_FILES = [EXAMPLES / "my_criteria" / "dpop.py", EXAMPLES / "my_configs" / "criterion" / "dpop.yaml"]
 
 
 @pytest.fixture
-def slic_module(monkeypatch):
+def dpop_module(monkeypatch):
     monkeypatch.syspath_prepend(str(EXAMPLES))
-    from my_criteria import slic
+    from my_criteria import dpop
 
-    return slic
+    return dpop
 
 
 @pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.name)
@@ -32,32 +32,63 @@ def test_guide_shows_the_example_files_verbatim(path: Path) -> None:
     assert path.read_text().rstrip() in guide
 
 
-def test_slic_loss_by_hand(slic_module) -> None:
-    """delta = 1. Pair 1: s_w - s_l = -3 - (-5) = 2 >= 1, loss 0, no gradient.
-    Pair 2: s_w - s_l = -5 - (-4.5) = -0.5, loss 1 - (-0.5) = 1.5; d/ds_w = -1, d/ds_l = +1."""
+def test_dpop_loss_by_hand(dpop_module) -> None:
+    """Defaults beta = 0.1, lambda = 50. Both pairs have DPO's margin D = 2, so DPO gives them
+    the same loss; DPOP separates them by whether the chosen log-prob fell below the reference's.
+
+    Pair 1: s_w - s_w^ref = -3 - (-4) = 1, s_l - s_l^ref = -6 - (-5) = -1, D = 2, no penalty.
+      z = 0.1 * 2 = 0.2, loss = log(1 + e^-0.2) = 0.598139.
+      dL/dz = -sig(-z); dz/ds_w = beta, dz/ds_l = -beta:
+      d/ds_w = -0.1 sig(-0.2) = -0.045017, d/ds_l = +0.045017.
+    Pair 2: s_w - s_w^ref = -5 - (-4) = -1, s_l - s_l^ref = -8 - (-5) = -3, D = 2, penalty
+      max(0, -4 - (-5)) = 1. z = 0.1 * (2 - 50 * 1) = -4.8, loss = 4.8 + log(1 + e^-4.8) = 4.808196.
+      dz/ds_w = beta * (1 + lambda) = 5.1, so d/ds_w = -5.1 sig(4.8) = -5.058371 (51 times
+      DPO's pull up on s_w), d/ds_l = +0.1 sig(4.8) = +0.099184.
+    Rewards beta * (s - s_ref): chosen (0.1, -0.1), rejected (-0.1, -0.3).
+    """
     chosen = torch.tensor([-3.0, -5.0], requires_grad=True)
-    rejected = torch.tensor([-5.0, -4.5], requires_grad=True)
-    criterion = slic_module.SLiCCriterion(delta=1.0)
-    logps = PairLogps(chosen, rejected, torch.tensor([3.0, 4.0]), torch.tensor([5.0, 2.0]))
+    rejected = torch.tensor([-6.0, -8.0], requires_grad=True)
+    logps = PairLogps(
+        chosen,
+        rejected,
+        torch.tensor([3.0, 4.0]),
+        torch.tensor([5.0, 2.0]),
+        ref_chosen=torch.tensor([-4.0, -4.0]),
+        ref_rejected=torch.tensor([-5.0, -5.0]),
+    )
+    criterion = dpop_module.DPOPCriterion()
     output = criterion(logps)
-    torch.testing.assert_close(output.losses, torch.tensor([0.0, 1.5]))
+    torch.testing.assert_close(output.losses, torch.tensor([0.598139, 4.808196]))
     output.losses.sum().backward()
-    torch.testing.assert_close(chosen.grad, torch.tensor([0.0, -1.0]))
-    torch.testing.assert_close(rejected.grad, torch.tensor([0.0, 1.0]))
-    torch.testing.assert_close(output.chosen_rewards - output.rejected_rewards, torch.tensor([2.0, -0.5]))
-    assert not criterion.needs_reference
+    torch.testing.assert_close(chosen.grad, torch.tensor([-0.045017, -5.058371]))
+    torch.testing.assert_close(rejected.grad, torch.tensor([0.045017, 0.099184]))
+    torch.testing.assert_close(output.chosen_rewards, torch.tensor([0.1, -0.1]))
+    torch.testing.assert_close(output.rejected_rewards, torch.tensor([-0.1, -0.3]))
+    assert not output.chosen_rewards.requires_grad
+    assert criterion.needs_reference
 
 
-def test_slic_rejects_a_bad_delta_naming_the_key(slic_module) -> None:
-    with pytest.raises(ValueError, match=r"criterion\.delta"):
-        slic_module.SLiCCriterion(delta=0.0)
+def test_dpop_needs_reference_logps(dpop_module) -> None:
+    logps = PairLogps(torch.zeros(1), torch.zeros(1), torch.ones(1), torch.ones(1))
+    with pytest.raises(ValueError, match="reference"):
+        dpop_module.DPOPCriterion()(logps)
+
+
+def test_dpop_rejects_a_negative_lambda_naming_the_key(dpop_module) -> None:
+    with pytest.raises(ValueError, match=r"criterion\.dpop_lambda"):
+        dpop_module.DPOPCriterion(dpop_lambda=-1.0)
 
 
 @pytest.mark.slow
-def test_slic_trains_through_the_entry(compose, slic_module) -> None:
-    cfg = compose(f"hydra.searchpath=[file://{EXAMPLES / 'my_configs'}]", "criterion=slic", "experiment=debug",
-                  "validate_before_training=false", "export_hf=false")
-    assert isinstance(instantiate(cfg.criterion), slic_module.SLiCCriterion)
+def test_dpop_trains_through_the_entry(compose, dpop_module) -> None:
+    cfg = compose(
+        f"hydra.searchpath=[file://{EXAMPLES / 'my_configs'}]",
+        "criterion=dpop",
+        "experiment=debug",
+        "validate_before_training=false",
+        "export_hf=false",
+    )
+    assert isinstance(instantiate(cfg.criterion), dpop_module.DPOPCriterion)
     metrics = train(cfg)
     with open(Path(cfg.run_dir) / "metrics.csv", newline="") as file:
         losses = [float(row["train/loss"]) for row in csv.DictReader(file) if row.get("train/loss")]
