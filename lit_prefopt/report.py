@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Trainer
 
 CURVES = (
@@ -32,9 +33,17 @@ def write_summary(
         "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "hf_export": str(run_dir / "hf") if exported else None,
         "metrics_csv": str(run_dir / "metrics.csv"),
+        "peak_cuda_memory_gib": peak_cuda_memory_gib(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     return summary
+
+
+def peak_cuda_memory_gib() -> float | None:
+    """The most GPU memory this process's tensors held at once (None on CPU-only runs)."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**30, 3)
 
 
 def write_curves(metrics_csv: Path, target: Path) -> bool:

@@ -15,7 +15,7 @@ from lit_prefopt.wandb_logger import finish_wandb_run
 
 @pytest.mark.slow
 def test_offline_run_holds_config_history_and_samples_table(compose) -> None:
-    cfg = compose("logger=wandb", "experiment=debug", "trainer.max_steps=2", "trainer.val_check_interval=2",
+    cfg = compose("logger=wandb", "experiment=debug", "trainer.max_steps=4", "trainer.val_check_interval=2",
                   "logger.wandb.group=my-group", "callbacks.wandb_samples.num_pairs=2",
                   "callbacks.wandb_samples.every_n_validations=2", "callbacks.wandb_samples.max_new_tokens=8",
                   "export_hf=false")
@@ -33,14 +33,14 @@ def test_offline_run_holds_config_history_and_samples_table(compose) -> None:
 
     with open(run_dir / "metrics.csv", newline="") as file:
         csv_losses = [float(r["train/loss"]) for r in csv.DictReader(file) if r.get("train/loss")]
-    assert len(csv_losses) == 2 and run.metric("train/loss") == pytest.approx(csv_losses)
+    assert len(csv_losses) == 4 and run.metric("train/loss") == pytest.approx(csv_losses)
     steps = [row["trainer/global_step"] for row in run.history if "train/loss" in row]
-    assert steps == sorted(steps) and len(set(steps)) == 2, "train/ metrics are logged against the optimizer step"
+    assert steps == sorted(steps) and len(set(steps)) == 4, "train/ metrics are logged against the optimizer step"
 
-    # Validations: before training, at step 2, the final one; every second one logs the table.
+    # Validations: before training, at step 2, at step 4 (the last); every second one logs the table.
     tables = run.tables("val/samples")
     assert len(tables) == 2
-    assert [row[0] for row in tables[0]["data"]] == [0, 0] and [row[0] for row in tables[1]["data"]] == [2, 2]
+    assert [row[0] for row in tables[0]["data"]] == [0, 0] and [row[0] for row in tables[1]["data"]] == [4, 4]
     for table in tables:
         assert table["columns"] == COLUMNS and len(table["data"]) == 2
         for row in table["data"]:
