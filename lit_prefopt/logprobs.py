@@ -6,9 +6,9 @@ full-vocabulary tensor the way `log_softmax` followed by `gather` would.
 
 Two kernels produce the same (sums, lengths) from other layouts, so the criteria never fork:
 a batch with `shared_prefix` encodes each prompt once (lit_prefopt.data.shared_prefix), and
-`chunk_size` > 0 runs the decoder alone, then the LM head only on the positions that predict
-completion tokens (prompts are most of HH-RLHF's tokens), chunk by chunk, never holding
-full-vocabulary logits (lit_prefopt.chunked_head).
+`chunk_size` > 0 runs the LM head only on the positions that predict completion tokens (prompts
+are most of HH-RLHF's tokens), chunk by chunk, never holding full-vocabulary logits, inside the
+model's own forward so FSDP's hooks still run (lit_prefopt.chunked_head).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lit_prefopt.chunked_head import chunked_head_logprobs
+from lit_prefopt.chunked_head import scored_logprobs
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.data.shared_prefix import ScoredTokens
+from lit_prefopt.data.shared_prefix import ScoredTokens, attention_mask_for
 
 
 def token_logprobs(logits: Tensor, input_ids: Tensor) -> Tensor:
@@ -49,19 +49,18 @@ def sequence_logprobs(model: nn.Module, batch: PreferenceBatch, chunk_size: int 
         return masked_sums(token_logprobs(logits, batch.input_ids), batch.completion_mask)
     if batch.shared_prefix is not None:
         rows = batch.shared_prefix
-        inputs = dict(input_ids=rows.input_ids, attention_mask=rows.attention_mask, position_ids=rows.position_ids)
+        mask = attention_mask_for(model, rows.attention_mask)
+        inputs = dict(input_ids=rows.input_ids, attention_mask=mask, position_ids=rows.position_ids)
         scored = rows.scored
     else:
         inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         scored = ScoredTokens.padded(batch.completion_mask)
     targets = inputs["input_ids"][scored.rows, scored.targets]
     if chunk_size == 0:
-        # Through the model's own forward (so FSDP's hooks run), then only the scored positions.
         logits = model(**inputs, use_cache=False).logits[scored.rows, scored.sources].float()
         logps = logits.gather(1, targets[:, None]).squeeze(1) - logits.logsumexp(dim=1)
     else:
-        hidden = model.get_decoder()(**inputs, use_cache=False).last_hidden_state
-        logps = chunked_head_logprobs(hidden[scored.rows, scored.sources], model.get_output_embeddings(), targets, chunk_size)
+        logps = scored_logprobs(model, inputs, (scored.rows, scored.sources), targets, chunk_size)
     sequences = 2 * batch.num_pairs
     sums = torch.zeros(sequences, dtype=torch.float32, device=logps.device).index_add(0, scored.sequences, logps)
     lengths = torch.bincount(scored.sequences, minlength=sequences).float()

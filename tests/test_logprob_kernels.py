@@ -13,6 +13,7 @@ from lit_prefopt.chunked_head import ChunkedHeadLogprobs
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.shared_prefix import share_prompts
 from lit_prefopt.logprobs import sequence_logprobs
+from lit_prefopt.models.checkpoint import HFCheckpoint
 
 PAD = 0
 
@@ -44,9 +45,11 @@ def _sums_and_grads(model: torch.nn.Module, batch: PreferenceBatch, chunk_size: 
     return sums.detach(), lengths, grads
 
 
-@pytest.fixture(scope="module")
-def policy(tiny_llama):
-    return tiny_llama.load_policy().eval()
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def policy(request, tiny_llama):
+    """The tiny policy under each attention implementation the shared-prompt mask supports
+    (eager adds the mask to its scores, SDPA takes it as booleans)."""
+    return HFCheckpoint(path=tiny_llama.path, attn_implementation=request.param).load_policy().eval()
 
 
 @pytest.mark.parametrize("shared, chunk_size", [(False, 5), (True, 0), (True, 7)])
@@ -72,6 +75,25 @@ def test_shared_rows_encode_the_prompt_once() -> None:
     mask = rows.attention_mask[0, 0]
     assert not mask[10:, 6:10].any()  # rejected tokens never see the chosen completion
     assert mask[10:, :6].all()  # but see the whole prompt
+
+
+def test_share_prompt_refuses_attention_without_4d_masks(tiny_llama) -> None:
+    policy = HFCheckpoint(path=tiny_llama.path).load_policy()
+    policy.config._attn_implementation = "flash_attention_2"
+    batch = _batch(prompts=[3], chosen=[2], rejected=[2], vocab=50)
+    batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
+    with pytest.raises(ValueError, match="data.share_prompt=true needs model.attn_implementation sdpa or eager"):
+        sequence_logprobs(policy, batch)
+
+
+def test_chunked_head_refuses_models_that_transform_logits(tiny_llama) -> None:
+    """A model that scales or soft-caps after its head would have that step skipped: refused."""
+    policy = HFCheckpoint(path=tiny_llama.path).load_policy()
+    forward = policy.forward
+    policy.forward = lambda **inputs: type(out := forward(**inputs))(logits=out.logits * 0.5)
+    batch = _batch(prompts=[3], chosen=[2], rejected=[2], vocab=50)
+    with pytest.raises(ValueError, match="transforms its LM head's output"):
+        sequence_logprobs(policy, batch, chunk_size=4)
 
 
 def test_chunked_head_gradients_match_autograd() -> None:

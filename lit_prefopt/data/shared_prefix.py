@@ -99,6 +99,25 @@ def with_shared_prompts(batch: "PreferenceBatch") -> "PreferenceBatch":
     return batch
 
 
+def attention_mask_for(model: torch.nn.Module, mask: Tensor) -> Tensor:
+    """The block mask (bool, True = may attend) in the form `model`'s attention takes it.
+
+    transformers passes a 4D mask to the attention function as it is: SDPA takes booleans, eager
+    attention adds the mask to its scores, so it needs 0 / dtype-min floats (booleans there would
+    silently give wrong log-probs). Flash and flex attention take no 4D mask at all.
+    """
+    implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    if implementation == "sdpa":
+        return mask
+    if implementation == "eager":
+        dtype = model.dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    raise ValueError(
+        f"data.share_prompt=true needs model.attn_implementation sdpa or eager (a 4D block mask), not "
+        f"{implementation!r}: set data.share_prompt=false or change the attention implementation"
+    )
+
+
 def _first_true(mask: Tensor) -> Tensor:
     """Column of each row's first True (the row's width when it has none)."""
     width = mask.shape[1]

@@ -54,16 +54,23 @@ def single_process_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
     return run
 
 
+# The log-prob kernels (shared prompt, chunked LM head) under FSDP, against the plain single process.
+KERNELS = ("data.share_prompt=true", "model.chunked_logprobs=16")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "strategy,criterion",
-    [("ddp", "dpo"), ("fsdp", "dpo"), ("ddp", "bco_pair"), ("ddp", "tr_dpo"), ("fsdp", "tr_dpo")],
+    "strategy,criterion,kernels",
+    [("ddp", "dpo", ()), ("fsdp", "dpo", ()), ("fsdp", "dpo", KERNELS), ("ddp", "bco_pair", ()), ("ddp", "tr_dpo", ()),
+     ("fsdp", "tr_dpo", ())],
 )
-def test_two_processes_match_one_process(strategy: str, criterion: str, single_process_runs, tmp_path: Path) -> None:
+def test_two_processes_match_one_process(
+    strategy: str, criterion: str, kernels: tuple[str, ...], single_process_runs, tmp_path: Path
+) -> None:
     """2 ranks x 2 pairs give the same per-step losses and weights as 1 process x 4 pairs."""
     single = single_process_runs(criterion)
     run_lit_prefopt(f"run_name={strategy}", f"strategy={strategy}", "trainer.devices=2", "data.batch_size=2", *COMMON,
-                    *CRITERIA[criterion], cwd=tmp_path)
+                    *CRITERIA[criterion], *kernels, cwd=tmp_path)
     run_dir = tmp_path / "outputs" / strategy
     assert losses(run_dir) == pytest.approx(losses(single), abs=1e-5)
 
