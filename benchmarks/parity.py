@@ -26,6 +26,7 @@ from benchmarks.trl_runner import build_trainer
 from lit_prefopt.criteria.base import PairLogps
 from lit_prefopt.data.collate import collate_pairs
 from lit_prefopt.data.records import PreferenceRecord
+from lit_prefopt.data.shared_prefix import with_shared_prompts
 from lit_prefopt.data.tokenize import PairTokenizer
 from lit_prefopt.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
@@ -62,18 +63,18 @@ def trl_first_step(trainer, criterion: str, batch_size: int) -> dict:
 
 
 def lit_first_step(checkpoint: HFCheckpoint, criterion_name: str, records: list[dict]) -> dict:
-    """lit_prefopt's tokenization, collation, log-probs and criterion on the same pairs."""
+    """lit_prefopt's tokenization, collation, default log-prob kernels and criterion on the same pairs."""
     tokenizer = checkpoint.load_tokenizer()
     tokenize = PairTokenizer(tokenizer)
     pairs = [tokenize(PreferenceRecord(r["src"], r["tgt_chosen"], r["tgt_rejected"], where="parity")) for r in records]
-    batch = collate_pairs(pairs, tokenize.pad)
+    batch = with_shared_prompts(collate_pairs(pairs, tokenize.pad))  # the default kernels, as users run
     criterion = instantiate(OmegaConf.load(CONF / f"{criterion_name}.yaml"))
     policy = checkpoint.load_policy()
     with torch.no_grad():
-        sums, lengths = sequence_logprobs(policy, batch)
+        sums, lengths = sequence_logprobs(policy, batch, checkpoint.chunked_logprobs)
         reference = None
         if criterion.needs_reference:
-            reference = sequence_logprobs(checkpoint.load_reference(), batch)[0].chunk(2)
+            reference = sequence_logprobs(checkpoint.load_reference(), batch, checkpoint.chunked_logprobs)[0].chunk(2)
     chosen, rejected = sums.chunk(2)
     logps = PairLogps(chosen, rejected, *lengths.chunk(2), *(reference or (None, None)))
     output = criterion(logps)
@@ -97,7 +98,8 @@ def compare(trl: dict, lit: dict) -> dict:
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     records = [json.loads(line) for line in open(spec["pairs"], encoding="utf-8")]
-    checkpoint = HFCheckpoint(path=spec["checkpoint"])
+    defaults = OmegaConf.load(CONF.parent / "model" / "llama.yaml")
+    checkpoint = HFCheckpoint(path=spec["checkpoint"], chunked_logprobs=defaults.chunked_logprobs)
     results = {}
     for criterion in spec["criteria"]:
         trainer = build_trainer({"criterion": criterion, "model": spec["checkpoint"], "data": spec["pairs"],

@@ -34,21 +34,23 @@ SMOKE_SHAPE = ModelShape(hidden_size=32, num_hidden_layers=1, num_attention_head
                          intermediate_size=64, vocab_size=512)
 
 
-# lit_prefopt's kernels: the prompt encoded once per pair, the LM head only on completion tokens.
-LEVERS = {"data.share_prompt": "true", "model.chunked_logprobs": 1024}
+# lit_prefopt with its default kernels (the prompt encoded once per pair, the LM head only on
+# completion tokens, chunked) turned off: the plain padded layout with full-vocabulary logits.
+PLAIN = {"data.share_prompt": "false", "model.chunked_logprobs": 0}
 
 
 def throughput_runs(criterion: str, budget: int) -> list[RunSpec]:
-    """TRL with and without its default gradient checkpointing; lit_prefopt with its defaults,
-    with its kernels at the same 8 pairs per step, and in its best configuration (kernels, token
-    budget batching and, for DPO, cached reference log-probs from an earlier run)."""
+    """TRL with and without its default gradient checkpointing; lit_prefopt with its kernels off
+    and with its defaults (kernels on) at the same 8 pairs per step, and in its best
+    configuration (defaults, token budget batching and, for DPO, cached reference log-probs from
+    an earlier run)."""
     live = criterion == "dpo"
-    best = {**LEVERS, "data.batch_size": "null", "data.max_num_tokens": budget, "reference_cache": str(live).lower()}
+    best = {"data.batch_size": "null", "data.max_num_tokens": budget, "reference_cache": str(live).lower()}
     return [
         RunSpec("trl", "trl", criterion, {"gradient_checkpointing": True}, live),
-        RunSpec("lit", "lit_prefopt", criterion, {}, live),
+        RunSpec("lit_plain", "lit_prefopt", criterion, PLAIN, live),
         RunSpec("trl_no_gc", "trl", criterion, {"gradient_checkpointing": False}, live),
-        RunSpec("lit_levers", "lit_prefopt", criterion, LEVERS, live),
+        RunSpec("lit", "lit_prefopt", criterion, {}, live),
         RunSpec("lit_best", "lit_prefopt", criterion, best, False),
     ]
 
@@ -185,12 +187,12 @@ def reference_cache_runs(work: Workload, root: Path, env: dict, timeout_s: float
 
     The first cached run fills the cache (its one reference pass is reported too); the second,
     identical, run is the one a sweep's later jobs and every resume get. Both use the kernels,
-    so the reference's share of a step is what it is in lit_prefopt's fast path.
+    so the reference's share of a step is what it is in lit_prefopt's default path.
     """
     runs = {
-        "live": RunSpec("cache_live", "lit_prefopt", "dpo", LEVERS, True),
-        "cold": RunSpec("cache_cold", "lit_prefopt", "dpo", {**LEVERS, "reference_cache": "true"}, False),
-        "warm": RunSpec("cache_warm", "lit_prefopt", "dpo", {**LEVERS, "reference_cache": "true"}, False),
+        "live": RunSpec("cache_live", "lit_prefopt", "dpo", {}, True),
+        "cold": RunSpec("cache_cold", "lit_prefopt", "dpo", {"reference_cache": "true"}, False),
+        "warm": RunSpec("cache_warm", "lit_prefopt", "dpo", {"reference_cache": "true"}, False),
     }
     results = {name: execute(run, work, root, env, timeout_s) for name, run in runs.items()}
     if all("s_per_step" in r for r in results.values()):
@@ -210,12 +212,11 @@ def memory_runs(root: Path, env: dict, timeout_s: float, smoke: bool, corpus: li
     runs = [
         RunSpec("mem_trl", "trl", "dpo", {"gradient_checkpointing": True}, True),
         RunSpec("mem_trl_no_gc", "trl", "dpo", {"gradient_checkpointing": False}, True),
+        RunSpec("mem_lit_plain", "lit_prefopt", "dpo", PLAIN, True),
         RunSpec("mem_lit", "lit_prefopt", "dpo", {}, True),
-        RunSpec("mem_lit_levers", "lit_prefopt", "dpo", {**LEVERS, "model.chunked_logprobs": 256}, True),
-        RunSpec("mem_lit_cache_fill", "lit_prefopt", "dpo", {**LEVERS, "model.chunked_logprobs": 256, "reference_cache": "true"}, False),
-        RunSpec("mem_lit_best", "lit_prefopt", "dpo", {**LEVERS, "model.chunked_logprobs": 256, "reference_cache": "true"}, False),
-        RunSpec("mem_lit_best_gc", "lit_prefopt", "dpo", {**LEVERS, "model.chunked_logprobs": 256, "reference_cache": "true",
-                                                          "model.gradient_checkpointing": "true"}, False),
+        RunSpec("mem_lit_cache_fill", "lit_prefopt", "dpo", {"reference_cache": "true"}, False),
+        RunSpec("mem_lit_best", "lit_prefopt", "dpo", {"reference_cache": "true"}, False),
+        RunSpec("mem_lit_best_gc", "lit_prefopt", "dpo", {"reference_cache": "true", "model.gradient_checkpointing": "true"}, False),
     ]
     results = [execute(run, work, root, env, timeout_s) for run in runs]
     trl = min((r for r in results if r["system"] == "trl" and "pairs_per_s" in r), key=lambda r: r["peak_rss_mib"], default=None)
