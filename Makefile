@@ -35,7 +35,7 @@ test-fast: $(STAMP)
 
 ## Side-by-side benchmark against TRL (see benchmarks/README.md).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py $(ARGS)
+	$(BIN)/python -m benchmarks.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -5,6 +5,12 @@ own code), run the untrained policy (and reference) and compute the loss. Printe
 recorded: whether the token rows are identical, the mean chosen/rejected log-probs as each
 criterion uses them (sums or per-token averages), the preference term and the whole loss.
 
+lit_prefopt runs its plain path here (padded rows, full logits): the same computation as TRL,
+so any difference is in the math. Its default kernels (shared prompt, chunked head) are tested
+against that path separately (tests/test_logprob_kernels.py: sums and gradients within 1e-5);
+on these 8 pairs they move the summed log-probs by float32 rounding (~2e-4 on sums of ~-450,
+4e-7 relative).
+
 Two definitional differences in TRL's NLL term are reported rather than hidden, so compare
 the preference term and log-probs for those: TRL's CPO/ORPO NLL is the token-weighted mean
 over all chosen tokens of the batch, lit_prefopt's (DESIGN.md section 4) the mean over pairs of
@@ -26,7 +32,6 @@ from benchmarks.trl_runner import build_trainer
 from lit_prefopt.criteria.base import PairLogps
 from lit_prefopt.data.collate import collate_pairs
 from lit_prefopt.data.records import PreferenceRecord
-from lit_prefopt.data.shared_prefix import with_shared_prompts
 from lit_prefopt.data.tokenize import PairTokenizer
 from lit_prefopt.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
@@ -63,18 +68,18 @@ def trl_first_step(trainer, criterion: str, batch_size: int) -> dict:
 
 
 def lit_first_step(checkpoint: HFCheckpoint, criterion_name: str, records: list[dict]) -> dict:
-    """lit_prefopt's tokenization, collation, default log-prob kernels and criterion on the same pairs."""
+    """lit_prefopt's tokenization, collation, log-probs and criterion on the same pairs."""
     tokenizer = checkpoint.load_tokenizer()
     tokenize = PairTokenizer(tokenizer)
     pairs = [tokenize(PreferenceRecord(r["src"], r["tgt_chosen"], r["tgt_rejected"], where="parity")) for r in records]
-    batch = with_shared_prompts(collate_pairs(pairs, tokenize.pad))  # the default kernels, as users run
+    batch = collate_pairs(pairs, tokenize.pad)
     criterion = instantiate(OmegaConf.load(CONF / f"{criterion_name}.yaml"))
     policy = checkpoint.load_policy()
     with torch.no_grad():
-        sums, lengths = sequence_logprobs(policy, batch, checkpoint.chunked_logprobs)
+        sums, lengths = sequence_logprobs(policy, batch)
         reference = None
         if criterion.needs_reference:
-            reference = sequence_logprobs(checkpoint.load_reference(), batch, checkpoint.chunked_logprobs)[0].chunk(2)
+            reference = sequence_logprobs(checkpoint.load_reference(), batch)[0].chunk(2)
     chosen, rejected = sums.chunk(2)
     logps = PairLogps(chosen, rejected, *lengths.chunk(2), *(reference or (None, None)))
     output = criterion(logps)
@@ -98,8 +103,7 @@ def compare(trl: dict, lit: dict) -> dict:
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     records = [json.loads(line) for line in open(spec["pairs"], encoding="utf-8")]
-    defaults = OmegaConf.load(CONF.parent / "model" / "llama.yaml")
-    checkpoint = HFCheckpoint(path=spec["checkpoint"], chunked_logprobs=defaults.chunked_logprobs)
+    checkpoint = HFCheckpoint(path=spec["checkpoint"])
     results = {}
     for criterion in spec["criteria"]:
         trainer = build_trainer({"criterion": criterion, "model": spec["checkpoint"], "data": spec["pairs"],
