@@ -9,9 +9,6 @@ head matmul in backward (the same trade as activation checkpointing, for the hea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor, nn
 
@@ -60,15 +57,15 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None
 
 
-@contextmanager
-def head_scores_targets(model: nn.Module, sources: tuple[Tensor, Tensor], targets: Tensor, chunk_size: int) -> Iterator[list[Tensor]]:
-    """Within this block the model's LM head returns the float32 log-probs [M] of `targets`
-    predicted at the hidden positions `sources` (rows, columns), chunk by chunk, and appends
-    them to the list the block receives.
+def scored_logprobs(model: nn.Module, inputs: dict[str, Tensor], sources: tuple[Tensor, Tensor], targets: Tensor, chunk_size: int) -> Tensor:
+    """Float32 log-probs [M] of `targets` predicted at the hidden positions `sources` (rows,
+    columns), through the model's own forward with its LM head computing them chunk by chunk.
 
-    The head's `forward` is swapped rather than the head bypassed, so the decoder, the head and
-    every hook around the model's own forward run as usual: under FSDP2 the root unshards the
-    head's weight for it and reduce-scatters its gradient after.
+    The head's `forward` is swapped for the call rather than the head bypassed, so the decoder,
+    the head and every hook around the model's forward run as usual: under FSDP2 the root
+    unshards the head's weight for it and reduce-scatters its gradient after. A model whose
+    `.logits` is not the head's result untouched (logit soft-capping or scaling after the head)
+    is refused: the chunked head would skip that step.
     """
     head = model.get_output_embeddings()
     if getattr(head, "bias", None) is not None:
@@ -76,23 +73,15 @@ def head_scores_targets(model: nn.Module, sources: tuple[Tensor, Tensor], target
     rows, columns = sources
     results: list[Tensor] = []
 
-    def scored(hidden: Tensor) -> Tensor:
+    def scored_head(hidden: Tensor) -> Tensor:
         results.append(ChunkedHeadLogprobs.apply(hidden[rows, columns], head.weight, targets, chunk_size))
         return results[-1]
 
-    head.forward = scored
+    head.forward = scored_head
     try:
-        yield results
+        logits = model(**inputs, use_cache=False).logits
     finally:
         del head.forward
-
-
-def scored_logprobs(model: nn.Module, inputs: dict[str, Tensor], sources: tuple[Tensor, Tensor], targets: Tensor, chunk_size: int) -> Tensor:
-    """Float32 log-probs [M] of `targets` at `sources`, through the model's own forward with the
-    chunked head. A model whose `.logits` is not the head's result untouched (logit soft-capping
-    or scaling after the head) is refused: the chunked head would skip that step."""
-    with head_scores_targets(model, sources, targets, chunk_size) as results:
-        logits = model(**inputs, use_cache=False).logits
     if len(results) != 1 or logits is not results[0]:
         raise ValueError(
             f"model.chunked_logprobs: {type(model).__name__} transforms its LM head's output (logit soft-capping "

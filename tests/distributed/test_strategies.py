@@ -30,6 +30,12 @@ def losses(run_dir: Path) -> list[float]:
         return [float(r["train/loss"]) for r in csv.DictReader(file) if r.get("train/loss")]
 
 
+# The single-process baseline runs the plain log-prob path (padded rows, full logits); the 2-process
+# runs use the default kernels (shared prompt, chunked head), and KERNELS a chunk smaller than a batch.
+PLAIN = ("data.share_prompt=false", "model.chunked_logprobs=0")
+KERNELS = ("model.chunked_logprobs=16",)
+
+
 CRITERIA = {
     "dpo": ("criterion=dpo",),
     # BCO's running reward mean is all-reduced: 2 ranks must keep the 1-process mean.
@@ -47,15 +53,11 @@ def single_process_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
     def run(criterion: str) -> Path:
         if criterion not in runs:
             cwd = tmp_path_factory.mktemp(f"single_{criterion}")
-            run_lit_prefopt("run_name=single", "data.batch_size=4", *COMMON, *CRITERIA[criterion], cwd=cwd)
+            run_lit_prefopt("run_name=single", "data.batch_size=4", *COMMON, *CRITERIA[criterion], *PLAIN, cwd=cwd)
             runs[criterion] = cwd / "outputs" / "single"
         return runs[criterion]
 
     return run
-
-
-# The log-prob kernels (shared prompt, chunked LM head) under FSDP, against the plain single process.
-KERNELS = ("data.share_prompt=true", "model.chunked_logprobs=16")
 
 
 @pytest.mark.slow
