@@ -49,7 +49,7 @@ def sequence_logprobs(model: nn.Module, batch: PreferenceBatch, chunk_size: int 
         return masked_sums(token_logprobs(logits, batch.input_ids), batch.completion_mask)
     if batch.shared_prefix is not None:
         rows = batch.shared_prefix
-        mask = attention_mask_for(model, rows.attention_mask)
+        mask = attention_mask_for(model, rows.attention_mask, rows.position_ids)
         inputs = dict(input_ids=rows.input_ids, attention_mask=mask, position_ids=rows.position_ids)
         scored = rows.scored
     else:

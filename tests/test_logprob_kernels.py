@@ -66,6 +66,40 @@ def test_kernels_match_plain_path(policy, shared: bool, chunk_size: int) -> None
         torch.testing.assert_close(grad, plain_grads[name], atol=1e-5, rtol=1e-5, msg=name)
 
 
+@pytest.fixture(scope="module")
+def layouts(tiny_llama, tmp_path_factory) -> dict[tuple[str, bool], str]:
+    """Tiny Qwen2 (a full and a sliding layer) and Mistral (all sliding) checkpoints, with and
+    without their sliding window (same weights)."""
+    from architectures import LAYOUTS, save_tiny_layout
+
+    root = tmp_path_factory.mktemp("layouts")
+    return {
+        (name, sliding): str(save_tiny_layout(name, root / f"{name}-{sliding}", tiny_llama.path, sliding=sliding))
+        for name in LAYOUTS
+        for sliding in (True, False)
+    }
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("layout", ["qwen", "mistral"])
+def test_shared_prompt_keeps_the_sliding_window(layouts, layout: str, attention: str) -> None:
+    """A 4D mask replaces the model's own sliding window, so the shared layout must apply it:
+    with rows longer than the window the kernels still give the plain path's log-probs."""
+    batch = _batch(prompts=[6, 9, 3], chosen=[4, 1, 7], rejected=[2, 6, 5], vocab=256)
+    policy = HFCheckpoint(path=layouts[layout, True], attn_implementation=attention).load_policy().eval()
+    unwindowed = HFCheckpoint(path=layouts[layout, False], attn_implementation=attention).load_policy().eval()
+    plain_sums, _, plain_grads = _sums_and_grads(policy, batch, chunk_size=0)
+    with torch.no_grad():
+        full_sums, _ = sequence_logprobs(unwindowed, batch)
+    assert not torch.allclose(plain_sums, full_sums, atol=1e-3), "the window must matter for these rows"
+
+    batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
+    sums, _, grads = _sums_and_grads(policy, batch, chunk_size=7)
+    torch.testing.assert_close(sums, plain_sums, atol=1e-5, rtol=1e-5)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain_grads[name], atol=1e-5, rtol=1e-5, msg=name)
+
+
 def test_shared_rows_encode_the_prompt_once() -> None:
     batch = _batch(prompts=[6, 3], chosen=[4, 2], rejected=[2, 5], vocab=50)
     rows = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)

@@ -99,23 +99,41 @@ def with_shared_prompts(batch: "PreferenceBatch") -> "PreferenceBatch":
     return batch
 
 
-def attention_mask_for(model: torch.nn.Module, mask: Tensor) -> Tensor:
+def attention_mask_for(model: torch.nn.Module, mask: Tensor, position_ids: Tensor) -> Tensor | dict[str, Tensor]:
     """The block mask (bool, True = may attend) in the form `model`'s attention takes it.
 
     transformers passes a 4D mask to the attention function as it is: SDPA takes booleans, eager
     attention adds the mask to its scores, so it needs 0 / dtype-min floats (booleans there would
     silently give wrong log-probs). Flash and flex attention take no 4D mask at all.
+
+    A 4D mask also replaces the model's own sliding window (Mistral, Qwen2 with
+    `use_sliding_window`, ...), so the window is applied here: a token sees keys less than
+    `sliding_window` positions back, counted in the restarting positions, which is the padded
+    row's distance. Models that mix full and sliding layers get one mask per layer type (their
+    forward takes that mapping).
     """
     implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    if implementation not in ("sdpa", "eager"):
+        raise ValueError(
+            f"data.share_prompt=true needs model.attn_implementation sdpa or eager (a 4D block mask), not "
+            f"{implementation!r}: set data.share_prompt=false or change the attention implementation"
+        )
+    window = getattr(model.config, "sliding_window", None)
+    layer_types = set(getattr(model.config, "layer_types", None) or ["sliding_attention" if window else "full_attention"])
+    if window is None or "sliding_attention" not in layer_types:
+        return _in_attention_form(model, implementation, mask)
+    distance = position_ids[:, None, :, None] - position_ids[:, None, None, :]
+    windowed = _in_attention_form(model, implementation, mask & (distance < window))
+    if layer_types == {"sliding_attention"}:
+        return windowed
+    return {"full_attention": _in_attention_form(model, implementation, mask), "sliding_attention": windowed}
+
+
+def _in_attention_form(model: torch.nn.Module, implementation: str, mask: Tensor) -> Tensor:
     if implementation == "sdpa":
         return mask
-    if implementation == "eager":
-        dtype = model.dtype
-        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
-    raise ValueError(
-        f"data.share_prompt=true needs model.attn_implementation sdpa or eager (a 4D block mask), not "
-        f"{implementation!r}: set data.share_prompt=false or change the attention implementation"
-    )
+    dtype = model.dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
 def _first_true(mask: Tensor) -> Tensor:
