@@ -95,7 +95,8 @@ class PreferenceModule(LightningModule):
         chosen, rejected = sums.chunk(2)
         chosen_lengths, rejected_lengths = lengths.chunk(2)
         ref_chosen, ref_rejected = self._reference_logps(batch)
-        return PairLogps(chosen, rejected, chosen_lengths, rejected_lengths, ref_chosen, ref_rejected)
+        return PairLogps(chosen, rejected, chosen_lengths, rejected_lengths, ref_chosen, ref_rejected,
+                         weights=batch.pair_weights.float())
 
     def _reference_logps(self, batch: PreferenceBatch) -> tuple[Tensor | None, Tensor | None]:
         if not self.criterion.needs_reference:

@@ -64,7 +64,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         drop_rows_after_checkpoint(run_dir / "metrics.csv", checkpoint_step(Path(ckpt_path)))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     metrics = _as_floats(trainer.callback_metrics)
     if cfg.data.get("val_files") and module.last_validated_step != trainer.global_step:
         metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))

@@ -46,8 +46,10 @@ class ReferenceSync(Callback):
             self._restored = None
 
     def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args: Any) -> None:
+        """Sync after every N-th optimizer step. Under gradient accumulation this runs after each
+        micro-batch: step 0 (no update yet) and repeats of a synced step are skipped."""
         step = trainer.global_step
-        if step == self._synced_at or step % self.every_n_steps != 0:
+        if step == 0 or step == self._synced_at or step % self.every_n_steps != 0:
             return
         with torch.no_grad():
             for reference, policy in zip(module.reference.parameters(), module.policy.parameters(), strict=True):

@@ -23,7 +23,9 @@ class PairLogps:
 
     `chosen`/`rejected` are the policy's summed log-probs s_w and s_l; the lengths are |y| as
     floats; `ref_chosen`/`ref_rejected` are the reference's summed log-probs, or None when the
-    criterion needs no reference.
+    criterion needs no reference. `weights` are the pairs' weights in the step (0 for the padding
+    pairs a rank with no data left trains on), for criteria with running statistics; None means
+    every pair counts.
     """
 
     chosen: Tensor
@@ -32,6 +34,12 @@ class PairLogps:
     rejected_lengths: Tensor
     ref_chosen: Tensor | None = None
     ref_rejected: Tensor | None = None
+    weights: Tensor | None = None
+
+    @property
+    def pair_weights(self) -> Tensor:
+        """`weights`, or ones when none were given."""
+        return self.weights if self.weights is not None else torch.ones_like(self.chosen)
 
     @property
     def chosen_avg(self) -> Tensor:

@@ -6,7 +6,8 @@ loss = -log sig(r_w - delta) - log sig(-(r_l - delta)), r = beta * log pi/pi_ref
 The paper takes delta as a moving average of the rewards seen in training. Here it is the
 running mean of every chosen and rejected reward of every training step so far, on every
 data-parallel rank: the step's sum and count are all-reduced, so 2 ranks with half a batch each
-train exactly like 1 rank with the whole batch. The mean is updated with the step's rewards
+train exactly like 1 rank with the whole batch (the zero-weight padding pairs of a rank whose
+shard ran out count for nothing). The mean is updated with the step's rewards
 before the loss uses it, lives in buffers (checkpointed, resumed), and is frozen in eval mode so
 validation does not move it. TRL's earlier `bco_pair` kept a running mean of per-batch means (the
 same for equal batch sizes); TRL 1.16's drops delta altogether. We follow the paper.
@@ -37,9 +38,10 @@ def bco_pair_loss(
     return losses, chosen.detach(), rejected.detach()
 
 
-def global_sum_and_count(values: Tensor) -> Tensor:
-    """[sum, count] of `values` over all data-parallel ranks, in float64."""
-    totals = torch.stack([values.double().sum(), values.new_tensor(values.numel(), dtype=torch.float64)])
+def global_sum_and_count(values: Tensor, weights: Tensor) -> Tensor:
+    """[weighted sum, total weight] of `values` over all data-parallel ranks, in float64."""
+    weights = weights.double()
+    totals = torch.stack([(values.double() * weights).sum(), weights.sum()])
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(totals)
     return totals
@@ -71,7 +73,8 @@ class BCOPair(RewardCriterion):
         inputs = self.inputs(logps)
         if self.training:
             with torch.no_grad():
-                totals = global_sum_and_count(torch.cat(implicit_rewards(*inputs, self.beta)))
+                weights = logps.pair_weights
+                totals = global_sum_and_count(torch.cat(implicit_rewards(*inputs, self.beta)), torch.cat([weights, weights]))
             self.reward_sum += totals[0]
             self.reward_count += totals[1]
         return CriterionOutput(*bco_pair_loss(*inputs, self.beta, self.delta))

@@ -3,8 +3,9 @@ Preferences"): a squared loss that holds the log-ratio margin at 1/(2 beta).
 
 loss = (D_avg - 1/(2 beta))^2 with D_avg from per-token *average* log-probs. The paper writes D
 over summed log-probs; its authors confirmed the length-normalized form, which TRL uses and
-DESIGN.md section 4 fixes, so the target margin is 1/(2 beta) nats per token. Rewards are
-beta times the average log-ratios.
+DESIGN.md section 4 fixes, so the target margin is 1/(2 beta) nats per token. The logged rewards
+are those of every reference criterion, beta * (s - s_ref) over summed log-probs (DESIGN.md
+section 5, as TRL logs IPO's).
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ def ipo_loss(
     ref_chosen_avg: Tensor,
     ref_rejected_avg: Tensor,
     beta: float,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-pair IPO losses and rewards beta * (a - a_ref), from per-token average log-probs."""
+) -> Tensor:
+    """Per-pair IPO losses from per-token average log-probs."""
     chosen, rejected = log_ratios(policy_chosen_avg, policy_rejected_avg, ref_chosen_avg, ref_rejected_avg)
-    losses = (chosen - rejected - 1.0 / (2.0 * beta)) ** 2
-    return losses, (beta * chosen).detach(), (beta * rejected).detach()
+    return (chosen - rejected - 1.0 / (2.0 * beta)) ** 2
 
 
 class IPO(RewardCriterion):
@@ -34,4 +34,4 @@ class IPO(RewardCriterion):
     reduction = "avg"
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        return CriterionOutput(*ipo_loss(*self.inputs(logps), self.beta))
+        return self.with_summed_rewards(ipo_loss(*self.inputs(logps), self.beta), logps)

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lit_prefopt.criteria.base import Criterion, LogprobReduction, PairLogps, as_float32, require_positive
+from lit_prefopt.criteria.base import (
+    Criterion,
+    CriterionOutput,
+    LogprobReduction,
+    PairLogps,
+    as_float32,
+    require_positive,
+)
 
 
 def log_ratios(
@@ -45,3 +52,10 @@ class RewardCriterion(Criterion):
         """(policy chosen, policy rejected, reference chosen, reference rejected) log-probs, summed
         or averaged per this criterion's `reduction`: the first arguments of its loss function."""
         return (*logps.reduced(self.reduction), *logps.reference_reduced(self.reduction))
+
+    def with_summed_rewards(self, losses: Tensor, logps: PairLogps) -> CriterionOutput:
+        """`losses` with the rewards every reference criterion logs, beta * (s - s_ref) over
+        *summed* log-probs (DESIGN.md section 5, as TRL logs them), also when the loss itself is
+        length-normalized (IPO, LN-DPO), so dashboards compare across criteria."""
+        chosen, rejected = implicit_rewards(*logps.reduced("sum"), *logps.reference_reduced("sum"), self.beta)
+        return CriterionOutput(losses, chosen.detach(), rejected.detach())

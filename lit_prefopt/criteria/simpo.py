@@ -53,7 +53,7 @@ class SimPO(Criterion):
         if gamma is not None and gamma_beta_ratio is not None:
             raise ValueError(
                 f"set criterion.gamma or criterion.gamma_beta_ratio, not both (got {gamma} and {gamma_beta_ratio}); "
-                "to give gamma, also pass criterion.gamma_beta_ratio=null"
+                "leave one of them null"
             )
         if gamma is None:
             ratio = DEFAULT_GAMMA_BETA_RATIO if gamma_beta_ratio is None else gamma_beta_ratio

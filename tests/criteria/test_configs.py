@@ -61,3 +61,15 @@ def test_option_lists_every_hyperparameter(name: str) -> None:
     named = {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
     missing = named - set(OmegaConf.to_container(node))
     assert not missing, f"conf/criterion/{name}.yaml lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", ["simpo", "alphapo"])
+def test_simpo_gamma_knobs_from_config(name: str) -> None:
+    """The YAML default leaves both knobs null (ratio 0.25, gamma 0.5 at beta 2), so either one
+    can be set alone on the command line."""
+    node = criterion_node(name)
+    assert instantiate(node).gamma == 0.5
+    node.gamma = 1.0
+    assert instantiate(node).gamma == 1.0
+    node.gamma, node.gamma_beta_ratio = None, 0.5
+    assert instantiate(node).gamma == 1.0

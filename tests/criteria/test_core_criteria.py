@@ -67,12 +67,13 @@ def test_rpo_is_dpo_with_an_nll_weight() -> None:
 
 def test_length_normalized_dpo_uses_averages() -> None:
     """Chosen: -1/4 - (-2/4) = 0.25; rejected: -3/3 - (-2/3) = -0.333333; D = 0.583333; beta 1:
-    loss = log(1 + e^-0.583333) = 0.443426; rewards 0.25 and -0.333333."""
+    loss = log(1 + e^-0.583333) = 0.443426. Rewards are logged over sums, as for every reference
+    criterion: summed log-ratios +1 and -1 (not the averages 0.25 and -0.333333)."""
     criterion = DPO(beta=1.0, length_normalization=True)
     out = criterion(pair())
     assert criterion.reduction == "avg"
     assert out.losses.item() == pytest.approx(0.443426, abs=1e-6)
-    assert (out.chosen_rewards.item(), out.rejected_rewards.item()) == pytest.approx((0.25, -1 / 3))
+    assert (out.chosen_rewards.item(), out.rejected_rewards.item()) == pytest.approx((1.0, -1.0))
 
 
 def test_simpo_by_hand() -> None:

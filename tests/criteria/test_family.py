@@ -39,10 +39,11 @@ def loss(criterion, logps=None) -> float:
 def test_ipo() -> None:
     """Per-token averages: chosen -1/4 - (-2/4) = 0.25, rejected -3/3 - (-2/3) = -1/3;
     D_avg = 0.583333; beta 0.5, target 1/(2 * 0.5) = 1: (0.583333 - 1)^2 = 0.173611.
-    Rewards 0.5 * 0.25 = 0.125 and 0.5 * (-1/3) = -0.166667."""
+    Rewards are logged over sums like every reference criterion's: 0.5 * (+1) and 0.5 * (-1)
+    (over averages they would be 0.125 and -0.166667)."""
     out = IPO(beta=0.5)(pair())
     assert out.losses.item() == pytest.approx(0.173611, abs=TOL)
-    assert (out.chosen_rewards.item(), out.rejected_rewards.item()) == pytest.approx((0.125, -1 / 6))
+    assert (out.chosen_rewards.item(), out.rejected_rewards.item()) == pytest.approx((0.5, -0.5))
 
 
 def test_hinge() -> None:
@@ -94,6 +95,20 @@ def test_bco_pair_running_mean() -> None:
     criterion(pair(5.0, -9.0))
     assert criterion.delta.item() == pytest.approx(0.25)
     assert set(criterion.state_dict()) == {"reward_sum", "reward_count"}
+
+
+def test_bco_pair_running_mean_ignores_padding_pairs() -> None:
+    """A rank whose shard ran out trains on a copy of a pair with weight 0: it must not move the
+    mean. Pairs (s_w, s_l) = (-1, -3) and (0, -2), reference -2, beta 0.5: rewards 0.5, -0.5, 1, 0,
+    delta = 1/4 = 0.25; the zero-weight copy of the second pair would make it (1 + 1) / 6 = 0.333."""
+    from lit_prefopt.criteria.base import PairLogps
+
+    criterion = BCOPair(beta=0.5)
+    chosen, rejected = torch.tensor([-1.0, 0.0, 0.0]), torch.tensor([-3.0, -2.0, -2.0])
+    lengths, reference = torch.ones(3), torch.full((3,), -2.0)
+    criterion(PairLogps(chosen, rejected, lengths, lengths, reference, reference, weights=torch.tensor([1.0, 1.0, 0.0])))
+    assert criterion.delta.item() == pytest.approx(0.25)
+    assert criterion.reward_count.item() == 4.0
 
 
 def test_bco_pair_statistics_stay_float64_under_dtype_casts() -> None:
