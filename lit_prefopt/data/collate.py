@@ -21,7 +21,8 @@ def collate_pairs(
 
     `completion_mask` marks the completion tokens (and, with `mask_source_tokens=False`, the
     prompt tokens after the first, which has nothing to be predicted from). Reference scores are
-    kept when every pair has them; 0.0 is a score like any other.
+    kept when every pair has them; 0.0 is a score like any other. They cover the completion
+    tokens only, so with `mask_source_tokens=False` they are not used.
     """
     rows = [pair.prompt + pair.chosen for pair in pairs] + [pair.prompt + pair.rejected for pair in pairs]
     prompt_lengths = [len(pair.prompt) for pair in pairs] * 2
@@ -33,7 +34,7 @@ def collate_pairs(
         input_ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
         attention_mask[index, : len(row)] = True
         completion_mask[index, prompt_length if mask_source_tokens else 1 : len(row)] = True
-    scored = all(pair.reference_chosen is not None for pair in pairs)
+    scored = mask_source_tokens and all(pair.reference_chosen is not None for pair in pairs)
     return PreferenceBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,

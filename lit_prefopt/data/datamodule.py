@@ -115,6 +115,10 @@ class PreferenceDataModule(LightningDataModule):
         if not self.validate:
             return DataScan(has_reference_scores=False)
         scan = scan_sources(train, val, self.settings.on_bad_record)
+        if scan.has_reference_scores and not self.settings.mask_source_tokens:
+            log.warning("data.mask_source_tokens=false scores prompt tokens too, which reference_score_* do not "
+                        "cover: the scores are ignored and a reference model computes them")
+            scan.has_reference_scores = False
         log.info(
             "data scan: %d train and %s val records, %d bad records skipped, reference scores in every record: %s (%.1f s)",
             scan.num_train_records, scan.num_val_records, scan.num_skipped, scan.has_reference_scores, scan.seconds,

@@ -52,6 +52,10 @@ from lit_prefopt.data.tokenize import PairTokenizer, TokenizedPair, fit_length
 
 log = logging.getLogger(__name__)
 
+# Records between checks of data.max_dropped_fraction within an epoch: enough for a fair estimate,
+# soon enough that a run whose max_steps ends before its first epoch still stops.
+DROPPED_CHECK_EVERY = 1000
+
 
 @dataclass(frozen=True)
 class StreamSettings:
@@ -175,7 +179,9 @@ class PreferenceStream(IterableDataset):
         for batch in batches:
             if pending is not None:
                 yield pending
-            pending, counts = _Plan(batch, counts), Counter()
+            # The pair generator keeps adding to `counts`: hand the batch a copy, then start over.
+            pending = _Plan(batch, Counter(counts))
+            counts.clear()
         if pending is not None:
             pending.counts.update(counts)
             yield pending
@@ -187,6 +193,8 @@ class PreferenceStream(IterableDataset):
         if settings.shuffle:
             lines = shuffled(lines, settings.shuffle_buffer, random.Random(f"shuffle/{settings.seed}/{self.epoch}/{worker}"))
         for line in lines:
+            if totals["records"] and totals["records"] % DROPPED_CHECK_EVERY == 0:
+                self._check_dropped(totals)
             totals["records"] += 1
             try:
                 pair = self._tokenize(line)
@@ -215,6 +223,12 @@ class PreferenceStream(IterableDataset):
         if pair.length <= self.settings.max_seq_len:
             return pair
         if self.settings.truncation == "drop":
+            return None
+        if pair.reference_chosen is not None:
+            # Its reference scores were summed over the whole completion given the whole prompt;
+            # cut, they would no longer match the tokens scored. Dropped (and counted) instead.
+            log.warning("%s: over data.max_seq_len=%d with reference scores: dropped, not truncated",
+                        line.where, self.settings.max_seq_len)
             return None
         return fit_length(pair, self.settings.max_seq_len, self.tokenizer.bos)
 

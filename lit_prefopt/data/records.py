@@ -111,6 +111,7 @@ def _text_field(record: dict, name: str, where: str) -> str:
         raise BadRecord(where, f"field '{name}' must be a string, got {_json_type(value)}")
     if not value.strip():
         raise BadRecord(where, f"field '{name}' is empty")
+    _require_encodable(value, f"field '{name}'", where)
     return value
 
 
@@ -133,7 +134,16 @@ def _messages_field(record: dict, name: str, where: str, roles: tuple[str, ...])
             raise BadRecord(where, f"{label}.content must be a string, got {_json_type(content)}")
         if not content.strip():
             raise BadRecord(where, f"{label}.content is empty")
+        _require_encodable(content, f"{label}.content", where)
     return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _require_encodable(text: str, label: str, where: str) -> None:
+    """JSON escapes can spell lone UTF-16 surrogates (\\ud800) that no tokenizer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise BadRecord(where, f"{label} has an unpaired surrogate escape at character {error.start} (not valid Unicode)") from None
 
 
 def _reference_scores(record: dict, where: str) -> tuple[float | None, float | None]:

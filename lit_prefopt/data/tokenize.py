@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from jinja2 import TemplateError
+
 from lit_prefopt.data.records import BadRecord, Messages, PreferenceRecord
 
 
@@ -68,11 +70,11 @@ class PairTokenizer:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _chat(self, record: PreferenceRecord) -> tuple[list[int], list[int], list[int]]:
-        prompt = self._render(record.prompt, add_generation_prompt=True)
+        prompt = self._render(record, record.prompt, add_generation_prompt=True)
         return prompt, self._completion(record, prompt, record.chosen), self._completion(record, prompt, record.rejected)
 
     def _completion(self, record: PreferenceRecord, prompt: list[int], messages: Messages) -> list[int]:
-        full = self._render([*record.prompt, *messages], add_generation_prompt=False)
+        full = self._render(record, [*record.prompt, *messages], add_generation_prompt=False)
         if full[: len(prompt)] != prompt:
             raise BadRecord(
                 record.where,
@@ -84,10 +86,17 @@ class PairTokenizer:
             return completion[: len(completion) - completion[::-1].index(self.eos)]
         return completion + [self.eos]
 
-    def _render(self, messages: Messages, add_generation_prompt: bool) -> list[int]:
-        encoded = self.tokenizer.apply_chat_template(
-            messages, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=True
-        )
+    def _render(self, record: PreferenceRecord, messages: Messages, add_generation_prompt: bool) -> list[int]:
+        """The template's token ids; a template that refuses the messages (Gemma's "System role
+        not supported", Mistral's alternating roles) makes the record a bad record, at its line."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BadRecord(record.where, "chat record, but the tokenizer has no chat template (use src/tgt_* records)")
+        try:
+            encoded = self.tokenizer.apply_chat_template(
+                messages, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=True
+            )
+        except (TemplateError, ValueError) as error:
+            raise BadRecord(record.where, f"the chat template refused the messages: {error}") from None
         return list(encoded["input_ids"])
 
 

@@ -22,6 +22,8 @@ BAD_LINES = [
     ('{"question": "q"}', "missing fields"),
     ('{"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "user", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}', "chosen[0].role must be one of assistant"),
     ('{"src": "q", "tgt_chosen": "a", "tgt_rejected": "b", "reference_score_chosen": 0.0}', "'reference_score_chosen' is given but 'reference_score_rejected' is not"),
+    ('{"src": "hello \\ud800 world", "tgt_chosen": "a", "tgt_rejected": "b"}', "field 'src' has an unpaired surrogate escape"),
+    ('{"prompt": [{"role": "user", "content": "\\udfff"}], "chosen": [{"role": "assistant", "content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}', "prompt[0].content has an unpaired surrogate escape"),
 ]
 
 
@@ -113,3 +115,81 @@ def test_inputs_directories_and_gzip(tmp_path, write_jsonl, tokenizer):
 def test_config_values_are_checked_naming_the_key(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PreferenceDataModule(["x.jsonl"], **kwargs)
+
+
+def test_skipped_and_dropped_pairs_are_all_counted(write_jsonl, tokenizer):
+    """Every skip and drop reaches some batch's counts, not only those before the first batch:
+    10 bad lines and 20 over-long pairs among 40 good ones, batches of 4."""
+    long = {"src": "word " * 50, "tgt_chosen": " a", "tgt_rejected": " b"}
+    lines = []
+    for index in range(40):
+        lines.append(pair(index))
+        if index % 4 == 1:
+            lines.append("{oops")
+        if index % 2 == 0:
+            lines.append(dict(long, tgt_chosen=f" c{index}"))
+    path = write_jsonl("train.jsonl", lines)
+    dm = PreferenceDataModule([str(path)], on_bad_record="skip", truncation="drop", max_seq_len=20, batch_size=4,
+                              shuffle=False, tokenizer=tokenizer)
+    batches = list(dm.train_dataloader())
+    assert sum(len(b.ids) for b in batches) == 40
+    assert sum(b.counts.get("skipped", 0) for b in batches) == 10
+    assert sum(b.counts.get("dropped", 0) for b in batches) == 20
+
+
+def test_mostly_dropped_data_stops_within_a_long_epoch(write_jsonl, tokenizer, monkeypatch):
+    """The check also runs every DROPPED_CHECK_EVERY records, so a run that ends before its first
+    epoch does not train on the few pairs left."""
+    from lit_prefopt.data import dataset
+
+    monkeypatch.setattr(dataset, "DROPPED_CHECK_EVERY", 10)
+    long = {"src": "word " * 50, "tgt_chosen": " a", "tgt_rejected": " b"}
+    path = write_jsonl("train.jsonl", [pair(0)] + [dict(long, tgt_chosen=f" c{i}") for i in range(30)])
+    loader = iter(PreferenceDataModule([str(path)], max_seq_len=20, truncation="drop", batch_size=1, shuffle=False,
+                                       tokenizer=tokenizer).train_dataloader())
+    with pytest.raises(DataValidationError, match="9 of 10 pairs were dropped"):
+        next(loader)
+
+
+def test_pairs_with_reference_scores_are_dropped_not_truncated(write_jsonl, tokenizer):
+    """Scores summed over a whole completion do not match a cut one: such a pair is dropped and
+    counted, while an unscored long pair is truncated."""
+    long = {"src": "word " * 50, "tgt_chosen": " a", "tgt_rejected": " b"}
+    scored = dict(long, reference_score_chosen=-1.0, reference_score_rejected=-2.0)
+    path = write_jsonl("train.jsonl", [pair(0, reference_score_chosen=0.0, reference_score_rejected=-1.0), scored,
+                                       pair(2, reference_score_chosen=-3.0, reference_score_rejected=-4.0)])
+    (batch,) = list(PreferenceDataModule([str(path)], max_seq_len=20, batch_size=8, shuffle=False,
+                                         tokenizer=tokenizer).train_dataloader())
+    assert batch.ids == ["0", "2"] and batch.counts == {"dropped": 1}
+    assert batch.reference_chosen.tolist() == [0.0, -3.0]
+
+
+def test_reference_scores_are_ignored_when_prompts_are_scored(write_jsonl, tokenizer):
+    """The scores cover completion tokens only: with data.mask_source_tokens=false the scan says
+    a reference model is needed and batches carry no scores."""
+    path = write_jsonl("train.jsonl", [pair(0, reference_score_chosen=0.0, reference_score_rejected=-1.0)])
+    dm = PreferenceDataModule([str(path)], mask_source_tokens=False, tokenizer=tokenizer)
+    assert not dm.scan().has_reference_scores
+    (batch,) = list(dm.train_dataloader())
+    assert batch.reference_chosen is None
+
+
+def test_chat_template_refusals_are_bad_records_at_their_line(write_jsonl, tokenizer):
+    """A template that raises (as Gemma's does for a system turn) names the record's line, and
+    `skip` skips it."""
+    import copy
+
+    strict = copy.deepcopy(tokenizer)
+    strict.chat_template = "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}" + tokenizer.chat_template
+    chat = {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}]}
+    system = dict(chat, prompt=[{"role": "system", "content": "be nice"}, {"role": "user", "content": "q"}])
+    path = write_jsonl("train.jsonl", [chat, system, chat])
+    with pytest.raises(DataValidationError, match=f"{path}:2: the chat template refused the messages: System role not supported"):
+        list(PreferenceDataModule([str(path)], shuffle=False, tokenizer=strict).train_dataloader())
+    (batch,) = list(PreferenceDataModule([str(path)], shuffle=False, on_bad_record="skip", tokenizer=strict).train_dataloader())
+    assert len(batch.ids) == 2 and batch.counts["skipped"] == 1
+    no_template = copy.deepcopy(tokenizer)
+    no_template.chat_template = None
+    with pytest.raises(DataValidationError, match=f"{path}:1: chat record, but the tokenizer has no chat template"):
+        list(PreferenceDataModule([str(path)], shuffle=False, tokenizer=no_template).train_dataloader())
