@@ -41,7 +41,9 @@ def resolve_sources(inputs: str | Sequence[str] | None, key: str) -> DataSources
             mixture = load_manifest(manifest, key)
             return DataSources(key, mixture.files, mixture)
         if entry.is_dir():
-            found = sorted({p for pattern in PATTERNS for p in entry.rglob(pattern) if p.is_file()})
+            found = sorted(
+                {p for pattern in PATTERNS for p in entry.rglob(pattern) if p.is_file() and not _hidden(p, entry)}
+            )
             if not found:
                 raise FileNotFoundError(f"{key}: directory {entry} holds no *.jsonl or *.jsonl.gz files")
             files.extend(found)
@@ -50,3 +52,9 @@ def resolve_sources(inputs: str | Sequence[str] | None, key: str) -> DataSources
     return DataSources(key, tuple(files))
 
 
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """Below `root`, a dot-file or a file in a dot-directory (`.ipynb_checkpoints/`, `.git/`): copies
+    and tool state, not data, so a directory input skips them."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)

@@ -93,6 +93,7 @@ def test_inputs_directories_and_gzip(tmp_path, write_jsonl, tokenizer):
     with gzip.open(tmp_path / "dir" / "c.jsonl.gz", "wt") as out:
         out.write("\n".join(__import__("json").dumps(pair(i)) for i in (4, 5)) + "\n")
     (tmp_path / "dir" / "notes.txt").write_text("not data")
+    write_jsonl("dir/.ipynb_checkpoints/b-checkpoint.jsonl", [pair(2)])  # an editor's copy, not data
     dm = PreferenceDataModule([str(tmp_path / "dir")], shuffle=False, batch_size=10, tokenizer=tokenizer)
     assert dm.scan().num_train_records == 5
     (batch,) = list(dm.train_dataloader())
