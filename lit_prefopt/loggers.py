@@ -50,24 +50,18 @@ def drop_rows_after_checkpoint(metrics_file: Path, global_step: int) -> None:
     """Remove the rows a resume from a checkpoint at `global_step` will log again.
 
     Lightning logs the metrics of the (k+1)-th optimizer step at step k, and a validation run
-    after k steps at step k; a checkpoint taken after `global_step` steps is saved before that
-    validation. So training rows from `global_step` on, and any other rows after it, go.
+    during fit after k+1 steps at step k too (the step counter moves after validation); the
+    validation train() runs after fit is logged at the final step. A checkpoint taken after
+    `global_step` steps precedes everything logged from step `global_step` on, so those rows go,
+    whatever the validation interval.
     """
     if not metrics_file.is_file():
         return
     with open(metrics_file, newline="") as file:
         reader = csv.DictReader(file)
         fieldnames = reader.fieldnames or []
-        kept = [row for row in reader if not _logged_again(row, global_step)]
+        kept = [row for row in reader if not row.get("step") or int(float(row["step"])) < global_step]
     with open(metrics_file, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(kept)
-
-
-def _logged_again(row: dict[str, str], global_step: int) -> bool:
-    if not row.get("step"):
-        return False
-    step = int(float(row["step"]))
-    is_training_row = any(value not in ("", None) for key, value in row.items() if key.startswith("train/"))
-    return step >= global_step if is_training_row else step > global_step

@@ -175,17 +175,34 @@ class PreferenceModule(LightningModule):
         self._guard_finite(grad_norm, optimizer)
 
         now = time.perf_counter()
-        for name, value in sums.items():
-            self.log(f"train/{name}", value / pairs, on_step=True, on_epoch=False, prog_bar=name in _PROGRESS_BAR)
-        self.log("train/tokens_per_s", tokens / max(now - self._step_started, 1e-9), on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/lr", float(optimizer.param_groups[0]["lr"]), on_step=True, on_epoch=False)
-        self.log("train/grad_norm", grad_norm, on_step=True, on_epoch=False)
-        self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
-        self.log("train/padding_ratio", 1.0 - tokens / positions, on_step=True, on_epoch=False)
-        for name, count in self.data_counts.items():
-            self.log(f"train/data/{name}", float(count), on_step=True, on_epoch=False)
+        values = {name: value / pairs for name, value in sums.items()}
+        values["tokens_per_s"] = tokens / max(now - self._step_started, 1e-9)
+        values["lr"] = optimizer.param_groups[0]["lr"]
+        values["grad_norm"] = grad_norm
+        values["skipped_steps"] = self.skipped_steps
+        values["padding_ratio"] = 1.0 - tokens / positions
+        values.update({f"data/{name}": count for name, count in self.data_counts.items()})
+        self._log_step(values)
         self._step_sums = {}
         self._step_started = now
+
+    def _log_step(self, values: dict[str, Tensor | float]) -> None:
+        """Hand the step's `train/` metrics to the loggers now, before its checkpoint is saved.
+
+        Lightning passes `self.log` values to loggers only after the batch's callbacks, that is
+        after ModelCheckpoint: a run killed in between would lack the row of the last step its
+        checkpoint holds, which the resumed run never logs again. `self.log` still feeds the
+        progress bar and `callback_metrics` (what train() returns).
+        """
+        names = [f"train/{name}" for name in values]
+        floats = dict(zip(names, torch.stack([torch.as_tensor(v, device=self.device).float() for v in values.values()]).tolist()))
+        for name, value in floats.items():
+            prog_bar = name.removeprefix("train/") in _PROGRESS_BAR
+            self.log(name, value, on_step=True, on_epoch=False, logger=False, prog_bar=prog_bar)
+        step = self.global_step
+        if (step + 1) % self.trainer.log_every_n_steps == 0 or step + 1 == self.trainer.max_steps:
+            for logger in self.loggers:
+                logger.log_metrics(floats, step=step)
 
     def _reduced_step_sums(self) -> dict[str, Tensor]:
         names = list(self._step_sums)
@@ -247,7 +264,7 @@ class PreferenceModule(LightningModule):
         self.data_counts = dict(checkpoint.get("data_counts", {}))
 
 
-_PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy"}
+_PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy", "tokens_per_s"}
 
 
 def _key(name: str) -> str:

@@ -46,7 +46,15 @@ def replace_directory(staging: Path, target: Path) -> None:
     """Move `staging` to `target`; the previous `target` survives as `<target>.old` until then."""
     previous = target.with_name(target.name + ".old")
     if target.exists():
-        shutil.rmtree(previous, ignore_errors=True)
+        _remove(previous)
         target.rename(previous)
     staging.rename(target)
-    shutil.rmtree(previous, ignore_errors=True)
+    _remove(previous)
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint directory or, with `save_distributed_checkpoint=false`, a file."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()

@@ -15,6 +15,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
@@ -31,6 +32,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job and return its final metrics (val/... and train/...)."""
     started = time.time()
     run_dir = Path(cfg.run_dir)
+    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    if ckpt_path is None and rank_zero_only.rank == 0:
+        claim_run_dir(run_dir, resume_requested=cfg.ckpt_path is not None)
     seed_everything(cfg.seed, workers=True)
     # Denormal floats made CPU steps several times slower (DESIGN.md section 8).
     torch.set_flush_denormal(True)
@@ -56,7 +60,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams(module.config)
 
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     initial: dict[str, float] = {}
     if ckpt_path is None and cfg.validate_before_training and cfg.data.get("val_files"):
         initial = _as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
@@ -105,13 +108,28 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
     if path.exists():
         return str(path)
     previous = path.with_name(path.name + ".old")
-    if previous.is_dir():  # a sharded save was interrupted between its two renames
+    if previous.exists():  # a sharded save was interrupted between its two renames
         log.warning("%s is missing; resuming from the previous save %s", path, previous)
         return str(previous)
     if ckpt_path == "last":
         log.warning("ckpt_path=last but %s does not exist: starting a fresh run", path)
         return None
     raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist")
+
+
+def claim_run_dir(run_dir: Path, resume_requested: bool) -> None:
+    """A fresh run must not write into another run's directory: its metrics.csv would mix two
+    runs and its old checkpoints would be what `ckpt_path=last` resumes. Refused, unless the
+    user asked to resume (`ckpt_path=last` before any checkpoint was saved: that run's rows go)."""
+    leftovers = [name for name in ("metrics.csv", "checkpoints") if (run_dir / name).exists()]
+    if not leftovers:
+        return
+    if not resume_requested:
+        raise FileExistsError(
+            f"{run_dir} already holds a run ({', '.join(leftovers)}): resume it with ckpt_path=last, "
+            "or choose another run_name (or remove the directory)"
+        )
+    drop_rows_after_checkpoint(run_dir / "metrics.csv", 0)
 
 
 def checkpoint_step(path: Path) -> int:

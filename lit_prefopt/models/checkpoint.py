@@ -13,7 +13,7 @@ import torch
 from torch.distributed.device_mesh import DeviceMesh
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from lit_prefopt.models.lora import with_lora_adapters
+from lit_prefopt.models.lora import merge_adapters, with_lora_adapters
 from lit_prefopt.models.run_checkpoint import is_run_checkpoint, read_run_checkpoint
 from lit_prefopt.models.sharding import load_sharded
 
@@ -136,10 +136,14 @@ class HFCheckpoint:
         )
 
     def _load_run_checkpoint(self, path: str, mesh: DeviceMesh | None, device: torch.device | None) -> PreTrainedModel:
-        """The base architecture with an earlier run's trained policy weights."""
-        base, weights = read_run_checkpoint(path)
+        """The base architecture with an earlier run's trained policy weights (LoRA adapters merged)."""
+        base, weights, lora = read_run_checkpoint(path)
         if mesh is not None:
             raise ValueError(f"{path}: start FSDP runs from an earlier run's hf/ export, not a .ckpt file")
         model = self._load(base, None, device)
+        if lora is not None:
+            adapted = with_lora_adapters(model, lora)
+            adapted.load_state_dict(weights)
+            return merge_adapters(adapted)
         model.load_state_dict(weights)
         return model

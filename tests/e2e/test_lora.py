@@ -74,3 +74,11 @@ def test_lora_run_changes_only_adapters_and_exports_merged_weights(compose, tiny
     assert not any("lora" in n for n, _ in exported.named_parameters()), "export is a plain checkpoint"
     with torch.no_grad():
         torch.testing.assert_close(exported(input_ids=IDS).logits, trained.eval()(input_ids=IDS).logits, atol=1e-5, rtol=0)
+
+    # A later run can start from this run's checkpoint file: the adapters are merged on load.
+    from lit_prefopt.models.checkpoint import HFCheckpoint
+
+    restarted = HFCheckpoint(path=str(run / "checkpoints" / "last.ckpt")).load_policy().eval()
+    assert not any("lora" in n for n, _ in restarted.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(restarted(input_ids=IDS).logits, exported(input_ids=IDS).logits, atol=1e-5, rtol=0)

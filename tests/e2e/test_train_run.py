@@ -108,6 +108,25 @@ def test_resume_reaches_the_same_weights(compose, tmp_path: Path) -> None:
     assert resumed_losses == pytest.approx(straight_losses, abs=1e-6), "metrics.csv reads as one run"
 
 
+def test_resume_between_checkpoint_and_validation_logs_each_row_once(compose, tmp_path: Path) -> None:
+    """Validation every 3 steps, checkpoints every 2: a run resumed from step=2.ckpt (as after a
+    kill following the validation after step 3) has the rows of an uninterrupted run, once each."""
+    common = ("scheduler=constant", "data.batch_size=4", "export_hf=false", "trainer.max_steps=4",
+              "trainer.val_check_interval=3", "checkpoint.every_n_steps=2", "checkpoint.keep_last_n=-1")
+    train(compose(*common, run_dir=tmp_path / "straight"))
+    train(compose(*common, run_dir=tmp_path / "killed"))
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    for name in ("last.ckpt", "step=4.ckpt"):
+        (checkpoints / name).unlink()
+    train(compose(*common, f"ckpt_path='{checkpoints / 'step=2.ckpt'}'", run_dir=tmp_path / "killed"))  # quoted: '=' in it
+
+    def logged(run: str) -> list[tuple[str, str, str]]:
+        return [(r["step"], r.get("train/loss", ""), r.get("val/loss", "")) for r in read_metrics(tmp_path / run)]
+
+    assert logged("killed") == logged("straight")
+    assert len(column(read_metrics(tmp_path / "straight"), "val/loss")) == 3, "before training, after 3 and after 4 steps"
+
+
 def test_truncated_pairs_are_counted_and_logged(compose) -> None:
     """Sample prompts are ~12 tokens: a 10-token cap truncates every pair, and says so."""
     cfg = compose("trainer.max_steps=2", "data.batch_size=4", "data.max_seq_len=10", "validate_before_training=false",
@@ -124,3 +143,21 @@ def test_resume_without_checkpoint_starts_fresh(compose, tmp_path: Path, caplog)
                   "data.val_files=null", "data.batch_size=2")
     train(cfg)
     assert "starting a fresh run" in caplog.text
+
+
+def test_a_fresh_run_refuses_a_used_run_directory(compose, tmp_path: Path) -> None:
+    """Re-running into outputs/<run_name> without ckpt_path would mix two runs in metrics.csv and
+    leave the old checkpoints for ckpt_path=last: refused, before any model loads. With
+    ckpt_path=last but no checkpoint yet (killed before the first one), the old rows go."""
+    common = ("trainer.max_steps=1", "validate_before_training=false", "export_hf=false", "data.val_files=null",
+              "data.batch_size=2")
+    train(compose(*common))
+    run = tmp_path / "run"
+    with pytest.raises(FileExistsError, match=f"{run} already holds a run .*ckpt_path=last"):
+        train(compose(*common))
+
+    (run / "checkpoints" / "last.ckpt").unlink()
+    for stale in (run / "checkpoints").glob("*.ckpt"):
+        stale.unlink()
+    train(compose(*common, "ckpt_path=last"))
+    assert len(column(read_metrics(run), "train/loss")) == 1, "the killed run's rows were dropped"
