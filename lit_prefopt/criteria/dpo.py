@@ -56,7 +56,5 @@ class DPO(RewardCriterion):
         self.reduction = "avg" if length_normalization else "sum"
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
-        output = CriterionOutput(*dpo_loss(*self.inputs(logps), self.beta, self.label_smoothing))
-        if self.reduction == "avg":
-            return self.with_summed_rewards(output.losses, logps)
-        return output
+        losses, _, _ = dpo_loss(*self.inputs(logps), self.beta, self.label_smoothing)
+        return self.with_summed_rewards(losses, logps)
