@@ -33,10 +33,10 @@ from lit_prefopt.criteria.base import PairLogps
 from lit_prefopt.data.collate import collate_pairs
 from lit_prefopt.data.records import PreferenceRecord
 from lit_prefopt.data.tokenize import PairTokenizer
-from lit_prefopt.logprobs import sequence_logprobs
+from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "criterion"
+CONF = Path(__file__).resolve().parents[1] / "lit_prefopt" / "conf" / "criterion"
 TOLERANCE = 1e-4
 
 

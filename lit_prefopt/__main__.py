@@ -7,10 +7,10 @@ from omegaconf import DictConfig
 
 import lit_prefopt  # noqa: F401  (registers the config resolvers before Hydra composes)
 from lit_prefopt.train import train
-from lit_prefopt.wandb_logger import finish_wandb_run
+from lit_prefopt.outputs.wandb_logger import finish_wandb_run
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Train, then hand `metrics[optimized_metric]` to Hydra so sweepers can optimize it."""
     try:

@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 
 from lit_prefopt.criteria.base import Criterion, PairLogps
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.logprobs import sequence_logprobs
+from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.models.lora import base_model_mode, has_adapters

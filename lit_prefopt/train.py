@@ -19,11 +19,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
-from lit_prefopt.loggers import drop_rows_after_checkpoint
+from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
 from lit_prefopt.module import PreferenceModule
-from lit_prefopt.report import write_curves, write_summary
+from lit_prefopt.outputs.report import write_curves, write_summary
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 REPO = Path(__file__).resolve().parents[1]
-CONF_DIR = REPO / "conf"
+CONF_DIR = REPO / "lit_prefopt" / "conf"
 
 
 @pytest.fixture(scope="session", autouse=True)

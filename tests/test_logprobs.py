@@ -7,7 +7,7 @@ import math
 import torch
 
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.logprobs import masked_sums, sequence_logprobs, token_logprobs
+from lit_prefopt.kernels.logprobs import masked_sums, sequence_logprobs, token_logprobs
 
 
 def test_token_logprobs_matches_hand_computation() -> None:

@@ -18,7 +18,7 @@ from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.models.tiny import build_tokenizer
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.paths import sample_data_path
-from lit_prefopt.reference_cache import ReferenceLogpCache, cache_key
+from lit_prefopt.callbacks.reference_cache import ReferenceLogpCache, cache_key
 
 SETTINGS = {"max_seq_len": 128, "truncation": "truncate", "mask_source_tokens": True, "on_bad_record": "error"}
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lit_prefopt.criteria.base import Criterion, PairLogps
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "lit_prefopt" / "conf"
 OPTIONS = sorted(path.stem for path in (CONF / "criterion").glob("*.yaml"))
 
 

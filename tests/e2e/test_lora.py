@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from lit_prefopt.criteria.base import Criterion
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.logprobs import sequence_logprobs
+from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.lora import with_lora_adapters
 from lit_prefopt.models.tiny import TinyLlama
 from lit_prefopt.module import PreferenceModule

@@ -19,7 +19,7 @@ CORE = {"dpo", "simpo", "cpo", "orpo"}
 # in the fast suite, the rest are marked slow.
 CRITERIA = [
     pytest.param(p.stem, marks=() if p.stem in CORE else pytest.mark.slow)
-    for p in sorted((REPO / "conf" / "criterion").glob("*.yaml"))
+    for p in sorted((REPO / "lit_prefopt" / "conf" / "criterion").glob("*.yaml"))
 ]
 SHORT = ("trainer.max_steps=4", "trainer.val_check_interval=4", "data.batch_size=4", "checkpoint.every_n_steps=2")
 

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from lit_prefopt.paths import sample_data_path
 
 REPO = Path(__file__).resolve().parents[2]
-PRESETS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+PRESETS = sorted(p.stem for p in (REPO / "lit_prefopt" / "conf" / "experiment").glob("*.yaml"))
 
 
 def test_the_presets_the_issue_asks_for_exist() -> None:

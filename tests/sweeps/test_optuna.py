@@ -24,7 +24,7 @@ SEARCH_SPACES = {
 def compose_with_hydra(*overrides: str) -> DictConfig:
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(REPO / "lit_prefopt" / "conf"), version_base="1.3"):
             return compose("train", overrides=list(overrides), return_hydra_config=True)
     finally:
         GlobalHydra.instance().clear()

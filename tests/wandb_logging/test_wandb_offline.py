@@ -10,7 +10,7 @@ from wandb_offline import read_offline_run
 
 from lit_prefopt.callbacks.samples_table import COLUMNS
 from lit_prefopt.train import train
-from lit_prefopt.wandb_logger import finish_wandb_run
+from lit_prefopt.outputs.wandb_logger import finish_wandb_run
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import move_data_to_device
 
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.logprobs import sequence_logprobs
+from lit_prefopt.kernels.logprobs import sequence_logprobs
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ Two kernels produce the same (sums, lengths) from other layouts, so the criteria
 a batch with `shared_prefix` encodes each prompt once (lit_prefopt.data.shared_prefix), and
 `chunk_size` > 0 runs the LM head only on the positions that predict completion tokens (prompts
 are most of HH-RLHF's tokens), chunk by chunk, never holding full-vocabulary logits, inside the
-model's own forward so FSDP's hooks still run (lit_prefopt.chunked_head).
+model's own forward so FSDP's hooks still run (lit_prefopt.kernels.chunked_head).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lit_prefopt.chunked_head import scored_logprobs
+from lit_prefopt.kernels.chunked_head import scored_logprobs
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.shared_prefix import ScoredTokens, attention_mask_for
 
