@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from entry_process import REPO, run_lit_prefopt
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import lit_prefopt  # noqa: F401  (resolvers)
+from tests.entry_process import REPO, run_lit_prefopt
 
 SEARCH_SPACES = {
     "dpo_optuna": {"criterion.beta", "optimizer.lr"},
