@@ -13,9 +13,9 @@ on these 8 pairs they move the summed log-probs by float32 rounding (~2e-4 on su
 
 Two definitional differences in TRL's NLL term are reported rather than hidden, so compare
 the preference term and log-probs for those: TRL's CPO/ORPO NLL is the token-weighted mean
-over all chosen tokens of the batch, lit_prefopt's (DESIGN.md section 4) the mean over pairs of
+over all chosen tokens of the batch, lit_prefopt's (docs/ARCHITECTURE.md#log-probs-and-loss-conventions) the mean over pairs of
 each pair's per-token NLL (they coincide for one pair, hence the batch of one); and TRL's
-ORPO NLL also scores the prompt tokens, which DESIGN.md masks out.
+ORPO NLL also scores the prompt tokens, which lit_prefopt masks out.
 """
 
 from __future__ import annotations
