@@ -27,7 +27,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -58,11 +58,11 @@ def plan(smoke: bool) -> dict:
         return {"shape": SMOKE_CHECK_SHAPE, "group": 4, "max_seq_len": 256, "parity_pairs": 4, "chunk": 16,
                 "layouts": [Layout.of_length(2, 96, **heads), Layout.of_length(1, 192, **heads)], "repeats": 2,
                 "e2e_steps": 2, "e2e_batch": 2, "trl_shape": SMOKE_SHAPE, "trl_group": 2, "trl_max_seq_len": 256,
-                "trl_steps": 3, "trl_batch": 2}
+                "trl_steps": 3, "trl_batch": 2, "trl_runs": ("trl", "lit")}
     return {"shape": CHECK_SHAPE, "group": 16, "max_seq_len": 2048, "parity_pairs": 8, "chunk": 256,
             "layouts": [Layout.of_length(4, 3072), Layout.of_length(2, 6144)], "repeats": 10,
-            "e2e_steps": 4, "e2e_batch": 8, "trl_shape": LLAMA_3_2_1B, "trl_group": 24, "trl_max_seq_len": 2048,
-            "trl_steps": 12, "trl_batch": 8}
+            "e2e_steps": 4, "e2e_batch": 8, "trl_shape": LLAMA_3_2_1B, "trl_group": 32, "trl_max_seq_len": 2048,
+            "trl_steps": 12, "trl_batch": 8, "trl_runs": ("trl", "lit_plain", "lit")}
 
 
 def machine(device: torch.device) -> dict:
@@ -72,8 +72,16 @@ def machine(device: torch.device) -> dict:
         "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "capability": ".".join(map(str, torch.cuda.get_device_capability(device))) if cuda else None,
         "cuda": torch.version.cuda,
-        **{name: version(name) for name in ("torch", "transformers", "lightning", "trl")},
+        **{name: _version(name) for name in ("torch", "transformers", "lightning", "trl")},
     }
+
+
+def _version(package: str) -> str | None:
+    """A package's installed version; None when it is missing (trl on a bare GPU machine)."""
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def run_section(name: str, body: Callable[[], dict]) -> dict:
@@ -122,7 +130,7 @@ def check(args: argparse.Namespace, device: torch.device, root: Path) -> int:
         "e2e": lambda: run_end_to_end(root / "e2e", checkpoint, pairs.path, val_pairs, gpu, sizes["e2e_steps"],
                                       sizes["e2e_batch"], args.timeout),
         "trl": lambda: compare_with_trl(root / "trl", sizes["trl_shape"], sizes["trl_group"], sizes["trl_max_seq_len"],
-                                        sizes["trl_steps"], sizes["trl_batch"], gpu, args.timeout),
+                                        sizes["trl_steps"], sizes["trl_batch"], gpu, args.timeout, sizes["trl_runs"]),
     }
     started = time.perf_counter()
     report = {"smoke": args.smoke, "machine": machine(device), "work_dir": str(root) if args.keep else None,

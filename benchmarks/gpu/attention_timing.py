@@ -65,8 +65,8 @@ class Layout:
 
 def segment_kinds(layout: Layout, device: torch.device) -> Tensor:
     """[B, L]: the segment kind of every token of every row."""
-    kinds = torch.tensor([PROMPT] * layout.prompt + [CHOSEN] * layout.chosen + [REJECTED] * layout.rejected, device=device)
-    return kinds.expand(layout.rows, -1).contiguous()
+    kinds = [PROMPT] * layout.prompt + [CHOSEN] * layout.chosen + [REJECTED] * layout.rejected
+    return torch.tensor(kinds, device=device).expand(layout.rows, -1).contiguous()
 
 
 def shared_prompt_rule(kinds: Tensor) -> Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]:
@@ -83,7 +83,8 @@ def dense_mask(layout: Layout, device: torch.device) -> Tensor:
     """[B, 1, L, L] bool from the rule, evaluated on the full grid."""
     index = torch.arange(layout.length, device=device)
     rows = torch.arange(layout.rows, device=device)[:, None, None, None]
-    return shared_prompt_rule(segment_kinds(layout, device))(rows, 0, index[None, None, :, None], index[None, None, None, :])
+    rule = shared_prompt_rule(segment_kinds(layout, device))
+    return rule(rows, 0, index[None, None, :, None], index[None, None, None, :])
 
 
 def library_mask_matches(layout: Layout) -> bool:
@@ -121,7 +122,8 @@ _compiled_flex: Callable | None = None
 def flex(layout: Layout, device: torch.device) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     global _compiled_flex
     if device.type != "cuda":
-        raise Unavailable(f"flex_attention has no backward on {device.type} in torch {torch.__version__} (training needs CUDA)")
+        raise Unavailable(f"flex_attention has no backward on {device.type} in torch {torch.__version__} "
+                          "(training needs CUDA)")
     try:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     except ImportError as error:
@@ -151,28 +153,49 @@ def varlen_kernel(device: torch.device) -> tuple[str, Callable[..., Tensor]]:
     try:
         from flash_attn import flash_attn_varlen_func
 
-        return "flash_attn", lambda q, k, v, cq, ck, mq, mk: flash_attn_varlen_func(q, k, v, cq, ck, mq, mk, causal=True)
+        return "flash_attn", lambda q, k, v, cq, ck, mq, mk: flash_attn_varlen_func(
+            q, k, v, cq, ck, mq, mk, causal=True)
     except ImportError:
-        raise Unavailable(f"torch {torch.__version__} has no torch.nn.attention.varlen and flash-attn is not installed") from None
+        raise Unavailable(f"torch {torch.__version__} has no torch.nn.attention.varlen "
+                          "and flash-attn is not installed") from None
+
+
+@dataclass(frozen=True)
+class VarlenSegments:
+    """The varlen layout of the rows flattened to [B * L] tokens: queries stay in order, in two
+    segments per row ([prompt | chosen], then rejected); each segment's keys are the tokens at
+    `key_index` between `cu_k[i]` and `cu_k[i + 1]` (prompt ++ rejected for the rejected one), and
+    causality is aligned bottom-right (a segment's last query sees all its keys)."""
+
+    key_index: Tensor
+    cu_q: Tensor
+    cu_k: Tensor
+    max_q: int
+    max_k: int
+
+    @classmethod
+    def of(cls, layout: Layout, device: torch.device) -> "VarlenSegments":
+        p, c, r, length = layout.prompt, layout.chosen, layout.rejected, layout.length
+        keys, q_lengths, k_lengths = [], [], []
+        for row in range(layout.rows):
+            start = row * length
+            keys += [torch.arange(start, start + p + c),  # [prompt | chosen]
+                     torch.arange(start, start + p), torch.arange(start + p + c, start + length)]  # prompt ++ rejected
+            q_lengths += [p + c, r]
+            k_lengths += [p + c, p + r]
+        cu_q = F.pad(torch.tensor(q_lengths).cumsum(0), (1, 0)).to(device, torch.int32)
+        cu_k = F.pad(torch.tensor(k_lengths).cumsum(0), (1, 0)).to(device, torch.int32)
+        return cls(torch.cat(keys).to(device), cu_q, cu_k, max(q_lengths), max(k_lengths))
 
 
 def varlen(layout: Layout, device: torch.device) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
     _, kernel = varlen_kernel(device)
-    p, c, r, length = layout.prompt, layout.chosen, layout.rejected, layout.length
-    keys, q_lengths, k_lengths = [], [], []
-    for row in range(layout.rows):
-        start = row * length
-        keys += [torch.arange(start, start + p + c), torch.arange(start, start + p), torch.arange(start + p + c, start + length)]
-        q_lengths += [p + c, r]
-        k_lengths += [p + c, p + r]
-    key_index = torch.cat(keys).to(device)
-    cu_q = F.pad(torch.tensor(q_lengths).cumsum(0), (1, 0)).to(device, torch.int32)
-    cu_k = F.pad(torch.tensor(k_lengths).cumsum(0), (1, 0)).to(device, torch.int32)
+    segments = VarlenSegments.of(layout, device)
 
     def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         flat = [x.reshape(-1, *x.shape[2:]) for x in (q, k, v)]
-        out = kernel(flat[0], flat[1].index_select(0, key_index), flat[2].index_select(0, key_index),
-                     cu_q, cu_k, max(q_lengths), max(k_lengths))
+        keys, values = (x.index_select(0, segments.key_index) for x in flat[1:])
+        out = kernel(flat[0], keys, values, segments.cu_q, segments.cu_k, segments.max_q, segments.max_k)
         return out.view(q.shape)
 
     return attend
@@ -187,12 +210,14 @@ def padded_flash(layout: Layout, device: torch.device) -> Callable[[Tensor, Tens
     chosen = torch.arange(p + c)
     rejected = torch.cat([torch.arange(p), torch.arange(p + c, p + c + r)])
     gather = torch.stack([F.pad(chosen, (0, width - p - c)), F.pad(rejected, (0, width - p - r))]).to(device)
-    scatter = torch.cat([chosen, p + torch.arange(r)]).to(device), torch.cat([torch.zeros(p + c), torch.ones(r)]).long().to(device)
+    # Shared-row token t is token `position[t]` of padded row `which[t]` (0 chosen, 1 rejected) of its pair.
+    position = torch.cat([chosen, p + torch.arange(r)]).to(device)
+    which = torch.cat([torch.zeros(p + c), torch.ones(r)]).long().to(device)
 
     def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         rows = [x[:, gather].flatten(0, 1).transpose(1, 2) for x in (q, k, v)]
         out = F.scaled_dot_product_attention(*rows, is_causal=True, enable_gqa=True).transpose(1, 2)
-        return out.reshape(layout.rows, 2, width, *out.shape[2:])[:, scatter[1], scatter[0]]
+        return out.reshape(layout.rows, 2, width, *out.shape[2:])[:, which, position]
 
     return attend
 
@@ -216,7 +241,8 @@ def time_backends(layouts: list[Layout], device: torch.device, dtype: torch.dtyp
                 for _ in range(2))
         reference = None
         for name, build in BACKENDS.items():
-            result = {"backend": name, **layout.__dict__, "length": layout.length, "dtype": str(dtype).removeprefix("torch.")}
+            result = {"backend": name, **layout.__dict__, "length": layout.length,
+                      "dtype": str(dtype).removeprefix("torch.")}
             try:
                 started = time.perf_counter()
                 attend = build(layout, device)
@@ -229,7 +255,8 @@ def time_backends(layouts: list[Layout], device: torch.device, dtype: torch.dtyp
             except Unavailable as reason:
                 result.update(status="skipped", reason=str(reason))
             except Exception as error:  # a broken backend is a finding to report, not a reason to stop
-                result.update(status="failed", error=f"{type(error).__name__}: {error}", traceback=traceback.format_exc()[-2000:])
+                result.update(status="failed", error=f"{type(error).__name__}: {error}",
+                              traceback=traceback.format_exc()[-2000:])
             if name == "varlen" and result["status"] == "ok":
                 result["kernel"] = varlen_kernel(device)[0]
             results.append(result)
@@ -238,15 +265,12 @@ def time_backends(layouts: list[Layout], device: torch.device, dtype: torch.dtyp
             "passed": all(r["status"] != "failed" and r.get("matches_dense", True) for r in results)}
 
 
-def _timed(attend: Callable, q: Tensor, k: Tensor, v: Tensor, device: torch.device, repeats: int) -> tuple[Tensor, dict]:
-    """The first output, then ms per call after a warm-up (which also compiles), and the peak
-    memory of one call above what was allocated before it."""
+def _timed(attend: Callable, q: Tensor, k: Tensor, v: Tensor, device: torch.device,
+           repeats: int) -> tuple[Tensor, dict]:
+    """The first output, then ms per call after that warm-up (which also compiles), and the peak
+    memory of the calls above what was allocated before them (the inputs)."""
     started = time.perf_counter()
-    inputs = [x.detach().requires_grad_() for x in (q, k, v)]
-    output = attend(*inputs)
-    output.backward(torch.ones_like(output))
-    first = output.detach()
-    _sync(device)
+    first = _forward_backward(attend, q, k, v)
     first_call_s = time.perf_counter() - started
     peak = None
     if device.type == "cuda":
@@ -254,14 +278,21 @@ def _timed(attend: Callable, q: Tensor, k: Tensor, v: Tensor, device: torch.devi
         before = torch.cuda.memory_allocated(device)
     clock = time.perf_counter()
     for _ in range(repeats):
-        inputs = [x.detach().requires_grad_() for x in (q, k, v)]
-        attend(*inputs).backward(torch.ones_like(first))
-    _sync(device)
+        _forward_backward(attend, q, k, v)
     ms = (time.perf_counter() - clock) / repeats * 1000
     if device.type == "cuda":
         peak = (torch.cuda.max_memory_allocated(device) - before) / 2**20
     return first, {"ms_fwd_bwd": ms, "first_call_s": first_call_s, "peak_mib": peak,
                    "total_s": time.perf_counter() - started}
+
+
+def _forward_backward(attend: Callable, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """One call with gradients into fresh leaves (freed on return); waits for the device."""
+    inputs = [x.detach().requires_grad_() for x in (q, k, v)]
+    output = attend(*inputs)
+    output.backward(torch.ones_like(output))
+    _sync(q.device)
+    return output.detach()
 
 
 def _sync(device: torch.device) -> None:

@@ -42,12 +42,14 @@ def _attention(section: dict) -> list[str]:
         status = {"ok": r.get("kernel", "ok"), "skipped": f"skipped: {r.get('reason')}",
                   "failed": f"FAILED: {r.get('error', '')[:120]}"}[r["status"]]
         lines.append(f"| {r['rows']} x {r['length']} | {r['backend']} | {status} | {_fmt(r.get('ms_fwd_bwd'))} | "
-                     f"{_fmt(r.get('peak_mib'), 0)} | {_fmt(r.get('first_call_s'))} | {_fmt(r.get('max_abs_diff_vs_dense'), 4)} |")
+                     f"{_fmt(r.get('peak_mib'), 0)} | {_fmt(r.get('first_call_s'))} | "
+                     f"{_fmt(r.get('max_abs_diff_vs_dense'), 4)} |")
     return lines
 
 
 def _e2e(section: dict) -> list[str]:
-    lines = ["| run | overrides | exit | wall s | peak GiB | checks (None: not applicable) |", "|---|---|---|---|---|---|"]
+    lines = ["| run | overrides | exit | wall s | peak GiB | checks (None: not applicable) |",
+             "|---|---|---|---|---|---|"]
     for r in section.get("runs", []):
         checks = ", ".join(f"{k}={v}" for k, v in r["checks"].items())
         lines.append(f"| {r['name']} | `{' '.join(r['overrides'])}` | {r['returncode']} | {_fmt(r['wall_s'], 0)} | "
@@ -60,7 +62,8 @@ def _trl(section: dict) -> list[str]:
         return []
     peak = section["bf16_matmul_flops_per_s"]
     lines = [f"{section['parameters']:,} parameters ({section['model']}), {section['batch_size']} pairs/step, "
-             f"{section['steps']} steps (rates after up to 2 warm-up steps), {section['pairs']['tokens_per_pair']:.0f} tokens per pair "
+             f"{section['steps']} steps (rates after up to 2 warm-up steps), "
+             f"{section['pairs']['tokens_per_pair']:.0f} tokens per pair "
              f"(prompt counted twice). Measured bf16 matmul peak: "
              f"{_fmt(peak / 1e12 if peak else None)} TFLOP/s. MFU counts the padded layout's work; runs that "
              "encode the prompt once (lit) do less, so theirs is effective MFU.", "",
@@ -70,8 +73,9 @@ def _trl(section: dict) -> list[str]:
         if "pairs_per_s" not in r:
             lines.append(f"| {r['name']} | failed (rc {r['returncode']}) | | | | | | |")
             continue
-        lines.append(f"| {r['name']} | {_fmt(r['pairs_per_s'])} | {_fmt(r['tokens_per_s'], 0)} | {_fmt(r['s_per_step'])} | "
-                     f"{_fmt(r.get('peak_cuda_gib'))} | {_fmt(r.get('mfu'), 3)} | {_fmt(r.get('pairs_per_s_vs_trl'))} | "
+        lines.append(f"| {r['name']} | {_fmt(r['pairs_per_s'])} | {_fmt(r['tokens_per_s'], 0)} | "
+                     f"{_fmt(r['s_per_step'])} | {_fmt(r.get('peak_cuda_gib'))} | {_fmt(r.get('mfu'), 3)} | "
+                     f"{_fmt(r.get('pairs_per_s_vs_trl'))} | "
                      f"{_fmt(r.get('peak_cuda_gib_vs_trl'))} |")
     return lines
 

@@ -45,15 +45,16 @@ def compare_runs(gpu: bool) -> list[RunSpec]:
 
 
 def compare_with_trl(root: Path, shape: ModelShape, group: int, max_seq_len: int, steps: int, batch_size: int,
-                     gpu: bool, timeout_s: float) -> dict:
-    """Each run in its own process; rates, peak GPU memory, MFU and ratios against TRL."""
+                     gpu: bool, timeout_s: float, names: tuple[str, ...]) -> dict:
+    """The runs of `compare_runs` named in `names` (TRL first), each in its own process; rates,
+    peak GPU memory, MFU and ratios against TRL."""
     checkpoint, pairs = build_inputs(root / "inputs", shape, group, max_seq_len)
     work = Workload(checkpoint, pairs.path, max_seq_len, batch_size, 1e-6, steps)
     config = AutoConfig.from_pretrained(checkpoint)
     peak = matmul_flops_per_s((4096, 8192), repeats=20, dtype=torch.bfloat16, device="cuda") if gpu else None
     env = child_env(None)
     results = []
-    for run in compare_runs(gpu):
+    for run in (run for run in compare_runs(gpu) if run.name in names):
         result = execute(run, work, root, env, timeout_s)
         result["live_reference"] = run.live_reference
         if peak is not None:
