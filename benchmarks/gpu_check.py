@@ -1,11 +1,12 @@
 """The GPU check: `python -m benchmarks.gpu_check [--smoke] [--out DIR]` (or `make gpu-check`).
 
-Everything the CPU test suite cannot prove, in one run of about 8 minutes on one GPU:
+Everything the CPU test suite cannot prove, in one run sized to take under 8 minutes on one GPU
+(H200-class; not yet timed on one):
 
 1. parity: the log-prob kernels against the plain path on the device, float32 and bf16-mixed,
    and DPO's step-0 loss of log 2 (`benchmarks.gpu.kernel_parity`);
 2. attention: dense-mask SDPA, flex, varlen and padded flash at rows of ~3k and ~6k tokens,
-   timed with peak memory (`benchmarks.gpu.attention_timing`);
+   timed with peak memory (`benchmarks.gpu.attention_timing`; layouts and backends beside it);
 3. e2e: `python -m lit_prefopt trainer=gpu` with `strategy=auto` and `strategy=fsdp`, a resume,
    and the `hf/` exports reloaded (`benchmarks.gpu.e2e`);
 4. trl: throughput, peak memory and MFU against TRL's DPOTrainer on a Llama-3.2-1B-shaped model
@@ -33,7 +34,8 @@ from pathlib import Path
 import torch
 
 from benchmarks.fixture import ModelShape, read_pairs
-from benchmarks.gpu.attention_timing import Layout, time_backends
+from benchmarks.gpu.attention_layouts import Layout
+from benchmarks.gpu.attention_timing import time_backends
 from benchmarks.gpu.e2e import run_end_to_end
 from benchmarks.gpu.inputs import build_inputs
 from benchmarks.gpu.kernel_parity import check_parity
