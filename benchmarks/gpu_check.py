@@ -121,6 +121,7 @@ def main() -> int:
 
 def check(args: argparse.Namespace, device: torch.device, root: Path) -> int:
     """Build the inputs, run every section not skipped, write the report; 0 when all passed."""
+    started = time.perf_counter()
     sizes, gpu = plan(args.smoke), device.type == "cuda"
     checkpoint, pairs = build_inputs(root / "inputs", sizes["shape"], sizes["group"], sizes["max_seq_len"])
     val_pairs = root / "inputs" / "val.jsonl"
@@ -134,7 +135,6 @@ def check(args: argparse.Namespace, device: torch.device, root: Path) -> int:
         "trl": lambda: compare_with_trl(root / "trl", sizes["trl_shape"], sizes["trl_group"], sizes["trl_max_seq_len"],
                                         sizes["trl_steps"], sizes["trl_batch"], gpu, args.timeout, sizes["trl_runs"]),
     }
-    started = time.perf_counter()
     report = {"smoke": args.smoke, "machine": machine(device), "work_dir": str(root) if args.keep else None,
               "sections": {}}
     for name in SECTIONS:

@@ -29,7 +29,7 @@ class StepLog:
 
     def write(self, path: Path) -> None:
         record = {**self.__dict__, "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
-        # Imported only now, after the RSS peak is read: importing it costs the child nothing earlier.
+        # Imported only after the RSS peak is read, so the import cannot raise the reported peak.
         from lit_prefopt.outputs.report import peak_cuda_memory_gib
 
         record["peak_cuda_gib"] = peak_cuda_memory_gib()
