@@ -15,6 +15,10 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.collate import collate_pairs
+from lit_prefopt.data.records import PreferenceRecord
+from lit_prefopt.data.tokenize import PairTokenizer
 from lit_prefopt.models.tiny import save_tiny_llama
 
 # Real HH-RLHF pairs shipped with the repository (data/hh_harmless/, MIT; see its README). The
@@ -33,6 +37,7 @@ class ModelShape:
     intermediate_size: int = 688
     vocab_size: int = 8192
     max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
 
 
 def read_pairs(path: Path) -> Iterator[dict]:
@@ -63,6 +68,14 @@ def _widen_vocabulary(target: Path, vocab_size: int) -> None:
     torch.manual_seed(0)
     model.resize_token_embeddings(vocab_size, mean_resizing=False)
     model.save_pretrained(target, safe_serialization=True)
+
+
+def collate_records(tokenizer: PreTrainedTokenizerBase, records: list[dict]) -> PreferenceBatch:
+    """lit_prefopt's own tokenization and collation of `records`, in order: the padded batch its
+    loader would yield for them."""
+    tokenize = PairTokenizer(tokenizer)
+    pairs = [tokenize(PreferenceRecord(r["src"], r["tgt_chosen"], r["tgt_rejected"], where="benchmark")) for r in records]
+    return collate_pairs(pairs, tokenize.pad)
 
 
 def pair_lengths(tokenizer: PreTrainedTokenizerBase, pair: dict) -> tuple[int, int, int] | None:
