@@ -60,3 +60,10 @@ def test_two_replicas_of_one_shard_match_one_process_and_resume(single_run: Path
     expected = AutoModelForCausalLM.from_pretrained(single_run / "hf").state_dict()
     for name, tensor in expected.items():
         torch.testing.assert_close(exported[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_shard_size_below_one_is_refused() -> None:
+    from lit_prefopt.strategies import HybridShardedStrategy
+
+    with pytest.raises(ValueError, match="strategy.shard_size=0"):
+        HybridShardedStrategy(shard_size=0)
