@@ -24,6 +24,7 @@ from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.outputs.report import write_curves, write_summary
+from lit_prefopt.plan import plan_memory
 from lit_prefopt.run_agreement import RunAgreement, hydra_run_dir_given, require_shared_run_dir
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job and return its final metrics (val/... and train/...)."""
+    if cfg.get("plan"):
+        print(plan_memory(cfg).describe())
+        return {}
     started = time.time()
     require_shared_run_dir(cfg.run_name, hydra_run_dir_given(), cfg.trainer.get("num_nodes", 1))
     run_dir = Path(cfg.run_dir)
