@@ -51,18 +51,24 @@ def overrides(size: str, data: Path) -> list[str]:
             "checkpoint.every_n_steps=1000"]
 
 
-def measured_rise(size: str, data: Path, cwd: Path) -> int:
-    """Peak resident memory during fit above its start, in bytes, of a real run in a fresh process."""
-    result_file = cwd / f"{size}.json"
+def measured_rises(data: Path, cwd: Path) -> dict[str, int]:
+    """Peak resident memory during fit above its start, in bytes, of a real run per size, each in its
+    own process (run side by side: each process's peak is its own)."""
     env = entry_env()
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env["PYTHONPATH"]])
-    args = [f"run_name={size}", *overrides(size, data), "+callbacks.peak._target_=peak_memory.PeakResidentMemory",
-            f"+callbacks.peak.path={result_file}"]
-    result = subprocess.run([sys.executable, "-m", "lit_prefopt", *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-4000:]
-    figures = json.loads(result_file.read_text())
-    return figures["peak"] - figures["start"]
+    runs = {}
+    for size in SIZES:
+        args = [f"run_name={size}", *overrides(size, data), "+callbacks.peak._target_=peak_memory.PeakResidentMemory",
+                f"+callbacks.peak.path={cwd / size}.json"]
+        runs[size] = subprocess.Popen([sys.executable, "-m", "lit_prefopt", *args], cwd=cwd, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rises = {}
+    for size, run in runs.items():
+        _, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stderr[-4000:]
+        figures = json.loads((cwd / f"{size}.json").read_text())
+        rises[size] = figures["peak"] - figures["start"]
+    return rises
 
 
 @pytest.mark.slow
@@ -70,7 +76,7 @@ def test_plan_is_within_30_percent_of_measured_peaks(compose, isolated_cache: Pa
     data = long_pairs(tmp_path / "long.jsonl")
     for architecture in SIZES.values():  # built here, so building is not part of the measured runs
         TinyLlama(cache_dir=str(isolated_cache), **architecture).prepare()
-    rise = {size: measured_rise(size, data, tmp_path) for size in SIZES}
+    rise = measured_rises(data, tmp_path)
     estimate = {size: plan_memory(compose(*overrides(size, data))).total for size in SIZES}
     report = {size: (round((rise[size] - rise["baseline"]) / 2**20), round(estimate[size] / 2**20)) for size in SIZES}
     print("measured rise above the baseline run vs estimate (MiB):", report)
