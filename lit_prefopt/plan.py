@@ -121,7 +121,8 @@ def plan_memory(cfg: DictConfig) -> MemoryPlan:
     data = cfg.data
     shared = bool(data.get("share_prompt", False))
     row_length = int(data.max_seq_len) * (2 if shared else 1)
-    tokens = int(data.max_num_tokens) if data.get("max_num_tokens") else 2 * int(data.batch_size) * int(data.max_seq_len)
+    budget = data.get("max_num_tokens")
+    tokens = int(budget) if budget else 2 * int(data.batch_size) * int(data.max_seq_len)
     eager = checkpoint.attn_implementation == "eager"
 
     per_layer = (11 * h + 4 * i + (heads * row_length if eager else 0)) * a
@@ -163,7 +164,9 @@ def model_config(checkpoint: HFCheckpoint) -> PretrainedConfig:
     """config.json of `model.path` (or, for the tiny model not built yet, the config it will have)."""
     directory = Path(checkpoint.base_directory)
     if (directory / "config.json").is_file():
-        return AutoConfig.from_pretrained(directory, trust_remote_code=checkpoint.trust_remote_code, local_files_only=True)
+        return AutoConfig.from_pretrained(
+            directory, trust_remote_code=checkpoint.trust_remote_code, local_files_only=True
+        )
     if isinstance(checkpoint, TinyLlama):
         return LlamaConfig(**checkpoint.architecture, tie_word_embeddings=False)
     raise FileNotFoundError(f"model.path={checkpoint.path!r} has no config.json to plan from")

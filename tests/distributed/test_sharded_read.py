@@ -5,7 +5,6 @@ One pair of gloo processes runs every check (starting processes is most of the c
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -96,8 +95,6 @@ def test_ranks_read_their_slices(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(results["tied_logits"], tied.eval()(input_ids=IDS).logits, atol=1e-5, rtol=1e-5)
     assert "lacks weights the model needs: model.norm.weight" in results["incomplete"]
-    shapes = json.loads((tmp_path / "large" / "config.json").read_text())
-    assert shapes["num_hidden_layers"] == 24
     with torch.device("meta"):
         numels = [p.numel() for p in AutoModelForCausalLM.from_config(LlamaConfig(**LARGE)).parameters()]
     assert results["large_sum"] == pytest.approx(sum(n / 1000 * size for n, size in enumerate(numels)), rel=1e-6)
