@@ -25,6 +25,7 @@ from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.models.lora import base_model_mode, has_adapters
 from lit_prefopt.optim import parameter_groups
+from lit_prefopt.strategies import sharding_mesh
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,10 @@ class PreferenceModule(LightningModule):
     def configure_model(self) -> None:
         """Load the models once (Lightning calls this again for validate, then fit).
 
-        Under `strategy=fsdp` (Lightning's ModelParallelStrategy) both models are built on the
-        meta device and sharded over the data-parallel mesh as they load.
+        Under `strategy=fsdp` or `hsdp` (Lightning's ModelParallelStrategy) both models are built
+        on the meta device and sharded over the strategy's mesh as they load.
         """
-        mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
+        mesh = sharding_mesh(self.device_mesh) if self.device_mesh is not None else None
         device = self.trainer.strategy.root_device
         if self.policy is None:
             self.policy = self.checkpoint.load_policy(mesh, device)

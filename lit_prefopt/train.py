@@ -24,13 +24,19 @@ from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.outputs.report import write_curves, write_summary
+from lit_prefopt.plan import plan_memory
+from lit_prefopt.run_agreement import RunAgreement, hydra_run_dir_given, require_shared_run_dir
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job and return its final metrics (val/... and train/...)."""
+    if cfg.get("plan"):
+        print(plan_memory(cfg).describe())
+        return {}
     started = time.time()
+    require_shared_run_dir(cfg.run_name, hydra_run_dir_given(), cfg.trainer.get("num_nodes", 1))
     run_dir = Path(cfg.run_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     if ckpt_path is None and rank_zero_only.rank == 0:
@@ -57,6 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     trainer = build_trainer(cfg)
+    trainer.callbacks.append(RunAgreement(run_dir, ckpt_path))
     for logger in trainer.loggers:
         logger.log_hyperparams(module.config)
 
