@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from entry_process import entry_env
+from tests.entry_process import entry_env
 
 from lit_prefopt.run_agreement import check_agreement, require_shared_run_dir
 

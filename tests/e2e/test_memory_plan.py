@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from entry_process import entry_env
+from tests.entry_process import entry_env
 
 from lit_prefopt.models.tiny import TinyLlama
 from lit_prefopt.plan import plan_memory
