@@ -1,6 +1,7 @@
 """`train(cfg)`: compose data, module and trainer from the config, fit, export, report.
 
 Everything that can be wrong with the config or the data is checked before any model loads:
+optimizer, scheduler, trainer and sweep settings (first, before the run directory is touched),
 criterion hyperparameters, data settings, the model path, and a scan of the data files.
 """
 
@@ -19,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
+from lit_prefopt.config_checks import check_config
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job and return its final metrics (val/... and train/...)."""
     started = time.time()
+    check_config(cfg)
     run_dir = Path(cfg.run_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     if ckpt_path is None and rank_zero_only.rank == 0:
