@@ -26,6 +26,7 @@ from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.outputs.report import write_curves, write_summary
+from lit_prefopt.outputs.training_started import training_started
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,14 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
 def claim_run_dir(run_dir: Path, resume_requested: bool) -> None:
     """A fresh run must not write into another run's directory: its metrics.csv would mix two
     runs and its old checkpoints would be what `ckpt_path=last` resumes. Refused, unless the
-    user asked to resume (`ckpt_path=last` before any checkpoint was saved: that run's rows go)."""
+    user asked to resume (`ckpt_path=last` before any checkpoint was saved: that run's rows go)
+    or the earlier run stopped before its first optimizer step (its rows go too)."""
     leftovers = [name for name in ("metrics.csv", "checkpoints") if (run_dir / name).exists()]
     if not leftovers:
         return
-    if not resume_requested:
+    if not resume_requested and not training_started(run_dir):
+        log.warning("%s holds a run that stopped before its first optimizer step: starting afresh there", run_dir)
+    elif not resume_requested:
         raise FileExistsError(
             f"{run_dir} already holds a run ({', '.join(leftovers)}): resume it with ckpt_path=last, "
             "or choose another run_name (or remove the directory)"
