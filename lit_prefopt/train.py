@@ -16,16 +16,19 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
 from lit_prefopt.config_checks import check_config
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
+from lit_prefopt.outputs.file_modes import apply_umask
 from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.outputs.report import write_curves, write_summary
+from lit_prefopt.outputs.run_summary import format_run_summary
 from lit_prefopt.outputs.training_started import training_started
 
 log = logging.getLogger(__name__)
@@ -82,7 +85,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for logger in trainer.loggers:
             logger.save()
         write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
-        write_summary(run_dir, trainer, initial, metrics, time.time() - started, cfg.export_hf)
+        summary = write_summary(run_dir, trainer, initial, metrics, time.time() - started, cfg.export_hf)
+        print(format_run_summary(summary, run_dir), flush=True)
     return metrics
 
 
@@ -101,6 +105,8 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     """The Lightning Trainer with the configured strategy, loggers and callbacks."""
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar callback then
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     return instantiate(cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks)
 
 
@@ -162,6 +168,7 @@ def export_hf(module: PreferenceModule, tokenizer: Any, target: Path, is_global_
     if is_global_zero:
         policy.save_pretrained(target, safe_serialization=True)
         tokenizer.save_pretrained(target)
+        apply_umask(target)
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:
