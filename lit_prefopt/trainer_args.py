@@ -30,5 +30,7 @@ def lightning_trainer_defaults() -> dict[str, Any]:
 
 
 def register_trainer_defaults() -> None:
-    """Make `trainer/lightning_defaults` available to Hydra's composition."""
-    ConfigStore.instance().store(group="trainer", name="lightning_defaults", node=lightning_trainer_defaults())
+    """Make `trainer/lightning_defaults` available to Hydra's composition (as a complete option:
+    `trainer=lightning_defaults` is a Trainer with nothing changed)."""
+    node = {"_target_": f"{Trainer.__module__}.{Trainer.__qualname__}", **lightning_trainer_defaults()}
+    ConfigStore.instance().store(group="trainer", name="lightning_defaults", node=node)
