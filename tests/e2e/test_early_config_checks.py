@@ -22,7 +22,8 @@ BAD_SETTINGS = [
     (("trainer.max_steps=0",), r"trainer\.max_steps must be a whole number of optimizer steps >= 1, got 0"),
     (("trainer.max_steps=-1",), r"trainer\.max_steps must be .* got -1"),
     (("+trainer.strategy=ddp",), r"trainer\.strategy is built from the `strategy` config group"),
-    (("hparams_search=dpo_optuna", "data.val_files=null"), r"optimized_metric=val/rewards/accuracy, but data\.val_files is empty"),
+    (("hparams_search=dpo_optuna", "data.val_files=null"),
+     r"optimized_metric=val/rewards/accuracy, but data\.val_files is empty"),
 ]
 
 
@@ -31,7 +32,8 @@ def nothing_loads(monkeypatch) -> list[str]:
     """Records every attempt to build or load a model."""
     calls: list[str] = []
     monkeypatch.setattr("lit_prefopt.models.tiny.TinyLlama.prepare", lambda self: calls.append("prepare"))
-    monkeypatch.setattr("lit_prefopt.models.checkpoint.HFCheckpoint.load_policy", lambda self, *a, **k: calls.append("policy"))
+    monkeypatch.setattr("lit_prefopt.models.checkpoint.HFCheckpoint.load_policy",
+                        lambda self, *args, **kwargs: calls.append("policy"))
     return calls
 
 
