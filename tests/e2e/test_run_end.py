@@ -9,6 +9,7 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 import lit_prefopt.train as train_module
+from lit_prefopt.callbacks.progress import StepProgressBar
 from lit_prefopt.train import train
 
 
@@ -52,3 +53,11 @@ def test_summary_progress_and_export_modes(compose, monkeypatch, capsys) -> None
     os.umask(umask)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (run / "hf").iterdir()}
     assert modes["model.safetensors"] == 0o666 & ~umask and set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_progress_bar_can_be_turned_off(compose) -> None:
+    """`trainer.enable_progress_bar=false` with the step bar configured as a callback: no bar (Lightning
+    would refuse the pair)."""
+    trainer = train_module.build_trainer(compose("trainer.enable_progress_bar=false"))
+    assert trainer.progress_bar_callback is None
+    assert isinstance(train_module.build_trainer(compose()).progress_bar_callback, StepProgressBar)
