@@ -48,6 +48,7 @@ def test_empty_completions_and_missing_fields_are_counted_and_left_out(convert, 
     assert convert.convert("hh-rlhf", str(hh), str(tmp_path / "hh_train.jsonl")) == (0, 1)
 
 
+@pytest.mark.slow
 def test_usage_without_arguments() -> None:
     result = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, env=entry_env(), timeout=300)
     assert result.returncode != 0 and "Traceback" not in result.stderr
