@@ -1,6 +1,7 @@
 """`train(cfg)`: compose data, module and trainer from the config, fit, export, report.
 
 Everything that can be wrong with the config or the data is checked before any model loads:
+optimizer, scheduler, trainer and sweep settings (first, before the run directory is touched),
 criterion hyperparameters, data settings, the model path, and a scan of the data files.
 """
 
@@ -15,15 +16,20 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
+from lit_prefopt.config_checks import check_config
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
+from lit_prefopt.outputs.file_modes import apply_umask
 from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.outputs.report import write_curves, write_summary
+from lit_prefopt.outputs.run_summary import format_run_summary
+from lit_prefopt.outputs.training_started import training_started
 from lit_prefopt.plan import plan_memory
 from lit_prefopt.run_agreement import RunAgreement, hydra_run_dir_given, require_shared_run_dir
 
@@ -36,6 +42,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         print(plan_memory(cfg).describe())
         return {}
     started = time.time()
+    check_config(cfg)
     require_shared_run_dir(cfg.run_name, hydra_run_dir_given(), cfg.trainer.get("num_nodes", 1))
     run_dir = Path(cfg.run_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
@@ -85,7 +92,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for logger in trainer.loggers:
             logger.save()
         write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
-        write_summary(run_dir, trainer, initial, metrics, time.time() - started, cfg.export_hf)
+        summary = write_summary(run_dir, trainer, initial, metrics, time.time() - started, cfg.export_hf)
+        print(format_run_summary(summary, run_dir), flush=True)
     return metrics
 
 
@@ -104,6 +112,8 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     """The Lightning Trainer with the configured strategy, loggers and callbacks."""
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar callback then
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     return instantiate(cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks)
 
 
@@ -127,11 +137,14 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
 def claim_run_dir(run_dir: Path, resume_requested: bool) -> None:
     """A fresh run must not write into another run's directory: its metrics.csv would mix two
     runs and its old checkpoints would be what `ckpt_path=last` resumes. Refused, unless the
-    user asked to resume (`ckpt_path=last` before any checkpoint was saved: that run's rows go)."""
+    user asked to resume (`ckpt_path=last` before any checkpoint was saved: that run's rows go)
+    or the earlier run stopped before its first optimizer step (its rows go too)."""
     leftovers = [name for name in ("metrics.csv", "checkpoints") if (run_dir / name).exists()]
     if not leftovers:
         return
-    if not resume_requested:
+    if not resume_requested and not training_started(run_dir):
+        log.warning("%s holds a run that stopped before its first optimizer step: starting afresh there", run_dir)
+    elif not resume_requested:
         raise FileExistsError(
             f"{run_dir} already holds a run ({', '.join(leftovers)}): resume it with ckpt_path=last, "
             "or choose another run_name (or remove the directory)"
@@ -162,6 +175,7 @@ def export_hf(module: PreferenceModule, tokenizer: Any, target: Path, is_global_
     if is_global_zero:
         policy.save_pretrained(target, safe_serialization=True)
         tokenizer.save_pretrained(target)
+        apply_umask(target)
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:
