@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
 from lit_prefopt.criteria.base import Criterion, PairLogps
 from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.gradients import scale_and_clip_
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint
@@ -170,8 +172,7 @@ class PreferenceModule(LightningModule):
         # averaged over ranks; undo both and divide by the step's real pair count instead.
         scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / pairs
         grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
-        torch._foreach_mul_(grads, scale)
-        grad_norm = _grad_norm(grads)
+        grad_norm = scale_and_clip_(grads, scale, self._clip_norm)
         self._guard_finite(grad_norm, optimizer)
 
         now = time.perf_counter()
@@ -250,6 +251,23 @@ class PreferenceModule(LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    @property
+    def _clip_norm(self) -> float | None:
+        """`trainer.gradient_clip_val` when clipping by norm: this module clips (see
+        `configure_gradient_clipping`)."""
+        algorithm = self.trainer.gradient_clip_algorithm or GradClipAlgorithmType.NORM
+        return self.trainer.gradient_clip_val if GradClipAlgorithmType(algorithm) == GradClipAlgorithmType.NORM else None
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clipping by norm is done in `on_before_optimizer_step` with the norm computed there for
+        logging, so the norm is taken once (under FSDP: one all-reduce, not one per gradient plus
+        Lightning's own); clipping by value stays Lightning's."""
+        if self._clip_norm is None:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the run's config as plain values so the file loads with weights_only=True."""
         checkpoint["config"] = self.config
@@ -269,15 +287,3 @@ _PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy", "tokens_per_s"}
 
 def _key(name: str) -> str:
     return name.replace("/", "__")
-
-
-def _grad_norm(grads: list[Tensor]) -> Tensor:
-    """The global L2 norm of all gradients (sharded ones included)."""
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([_local(g.detach().float().norm(2)) for g in grads]))
-
-
-def _local(tensor: Tensor) -> Tensor:
-    """A DTensor's norm is replicated after `norm`; make it a plain tensor for stacking."""
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
