@@ -26,7 +26,7 @@ from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.models.lora import base_model_mode, has_adapters
-from lit_prefopt.optim import parameter_groups
+from lit_prefopt.optim import check_updates_survive, parameter_groups
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,12 @@ class PreferenceModule(LightningModule):
         """
         mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
         device = self.trainer.strategy.root_device
+        mp_policy = getattr(self.trainer.strategy, "mp_policy", None)
         if self.policy is None:
-            self.policy = self.checkpoint.load_policy(mesh, device)
+            self.policy = self.checkpoint.load_policy(mesh, device, mp_policy)
         if self.loads_reference_model and self.reference is None:
-            self.__dict__["reference"] = self.checkpoint.load_reference(mesh, device)
+            dtype = self.checkpoint.reference_dtype(self.trainer.precision)
+            self.__dict__["reference"] = self.checkpoint.load_reference(mesh, device, mp_policy, dtype)
 
     def pair_logps(self, batch: PreferenceBatch) -> PairLogps:
         """Policy log-probs with grad, and reference log-probs without, for the batch's pairs."""
@@ -246,10 +248,19 @@ class PreferenceModule(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """Optimizer over the trainable policy parameters only (weight decay on matrices)."""
         optimizer = self.optimizer_factory(parameter_groups(self.trainer.model))
+        check_updates_survive(optimizer, self._weights_setting(), self._sum_over_ranks)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _weights_setting(self) -> str:
+        """The config setting that decides the trainable weights' dtype, for error messages."""
+        precision = self.trainer.precision
+        return f"trainer.precision={precision}" if precision.endswith("-true") and precision != "32-true" else f"model.dtype={self.checkpoint.dtype}"
+
+    def _sum_over_ranks(self, tensor: Tensor) -> Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum") if self.trainer.world_size > 1 else tensor
 
     @property
     def _clip_norm(self) -> float | None:

@@ -95,6 +95,7 @@ class TinyLlama(HFCheckpoint):
         reference_path: str | None = None,
         cache_dir: str | None = None,
         dtype: str = "float32",
+        gradient_checkpointing: bool = False,
         **checkpoint_kwargs,
     ) -> None:
         self.architecture = dict(
@@ -110,7 +111,10 @@ class TinyLlama(HFCheckpoint):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.corpus = [Path(p) for p in tokenizer_corpus] if tokenizer_corpus else [sample_data_path("train.jsonl")]
         target = Path(path) if path else self._default_dir()
-        super().__init__(path=str(target), reference_path=reference_path, dtype=dtype, **checkpoint_kwargs)
+        super().__init__(
+            path=str(target), reference_path=reference_path, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
+            **checkpoint_kwargs,
+        )
 
     def _default_dir(self) -> Path:
         key = json.dumps(
