@@ -257,7 +257,9 @@ class PreferenceModule(LightningModule):
     def _weights_setting(self) -> str:
         """The config setting that decides the trainable weights' dtype, for error messages."""
         precision = self.trainer.precision
-        return f"trainer.precision={precision}" if precision.endswith("-true") and precision != "32-true" else f"model.dtype={self.checkpoint.dtype}"
+        if precision.endswith("-true") and precision != "32-true":
+            return f"trainer.precision={precision}"
+        return f"model.dtype={self.checkpoint.dtype}"
 
     def _sum_over_ranks(self, tensor: Tensor) -> Tensor:
         return self.trainer.strategy.reduce(tensor, reduce_op="sum") if self.trainer.world_size > 1 else tensor
@@ -267,7 +269,8 @@ class PreferenceModule(LightningModule):
         """`trainer.gradient_clip_val` when clipping by norm: this module clips (see
         `configure_gradient_clipping`)."""
         algorithm = self.trainer.gradient_clip_algorithm or GradClipAlgorithmType.NORM
-        return self.trainer.gradient_clip_val if GradClipAlgorithmType(algorithm) == GradClipAlgorithmType.NORM else None
+        by_norm = GradClipAlgorithmType(algorithm) == GradClipAlgorithmType.NORM
+        return self.trainer.gradient_clip_val if by_norm else None
 
     def configure_gradient_clipping(
         self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,

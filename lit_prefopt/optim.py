@@ -30,7 +30,9 @@ _SAMPLE = 1 << 16
 _MAX_FROZEN_SHARE = 0.5
 
 
-def check_updates_survive(optimizer: torch.optim.Optimizer, setting: str, sum_over_ranks: Callable[[Tensor], Tensor]) -> None:
+def check_updates_survive(
+    optimizer: torch.optim.Optimizer, setting: str, sum_over_ranks: Callable[[Tensor], Tensor]
+) -> None:
     """Refuse bf16/fp16 weights under an Adam-family optimizer whose steps would round away.
 
     Adam moves each weight by about `lr` per step whatever the gradient's size. A weight w in
@@ -68,7 +70,8 @@ def _frozen_weights(weights: Tensor, lr: float) -> tuple[int, int]:
     sample = weights[:: max(1, weights.numel() // _SAMPLE)][:_SAMPLE]
     _, exponent = torch.frexp(sample.float())
     # |w| in [2^(e-1), 2^e) has spacing 2^(e-1) * eps; rounding to nearest drops steps below half of it.
-    half_spacing = torch.ldexp(torch.full_like(sample, torch.finfo(weights.dtype).eps / 4, dtype=torch.float32), exponent)
+    quarter_eps = torch.full_like(sample, torch.finfo(weights.dtype).eps / 4, dtype=torch.float32)
+    half_spacing = torch.ldexp(quarter_eps, exponent)
     return int(((sample != 0) & (half_spacing > lr)).sum()), sample.numel()
 
 

@@ -58,7 +58,8 @@ def test_float32_head_never_casts() -> None:
     assert ops.weight_casts == 0 and {dtype for dtypes in ops.matmul_dtypes for dtype in dtypes} == {torch.float32}
 
 
-@pytest.mark.parametrize("dtype, autocast", [("float32", True), ("bfloat16", False)], ids=["bf16-mixed", "bf16-weights"])
+@pytest.mark.parametrize("dtype, autocast", [("float32", True), ("bfloat16", False)],
+                         ids=["bf16-mixed", "bf16-weights"])
 def test_bf16_chunked_head_matches_full_logits(tiny_llama, dtype: str, autocast: bool) -> None:
     """bf16 rounds the logits (spacing 2^-8 relative): log-prob sums agree to a few 1e-3, the head's
     gradient to one bf16 step at its scale, the decoder's gradients exactly (same bf16 matmuls)."""

@@ -33,7 +33,9 @@ def bf16_source(tiny_llama, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("export_dtype, stored", [(None, "BF16"), ("float32", "F32")])
-def test_export_keeps_the_source_dtype_unless_told(bf16_source: Path, tiny_llama, tmp_path: Path, export_dtype, stored) -> None:
+def test_export_keeps_the_source_dtype_unless_told(
+    bf16_source: Path, tiny_llama, tmp_path: Path, export_dtype: str | None, stored: str
+) -> None:
     """Training in float32 from a bf16 checkpoint exports bf16 (the float32 weights rounded once)."""
     checkpoint = HFCheckpoint(path=str(bf16_source), dtype="float32")
     policy = checkpoint.load_policy()

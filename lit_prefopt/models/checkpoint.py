@@ -102,7 +102,8 @@ class HFCheckpoint:
         return self._reference_dtype or compute_dtype(precision, self.dtype)
 
     def load_policy(
-        self, mesh: DeviceMesh | None = None, device: torch.device | None = None, mp_policy: MixedPrecisionPolicy | None = None
+        self, mesh: DeviceMesh | None = None, device: torch.device | None = None,
+        mp_policy: MixedPrecisionPolicy | None = None,
     ) -> PreTrainedModel:
         """The trainable policy; sharded over `mesh` (FSDP2, computing as `mp_policy` says) when one is given."""
         model = self._load(self.path, mesh, device, self.dtype, mp_policy)
@@ -122,8 +123,8 @@ class HFCheckpoint:
         return model
 
     def load_reference(
-        self, mesh: DeviceMesh | None = None, device: torch.device | None = None, mp_policy: MixedPrecisionPolicy | None = None,
-        dtype: str | None = None,
+        self, mesh: DeviceMesh | None = None, device: torch.device | None = None,
+        mp_policy: MixedPrecisionPolicy | None = None, dtype: str | None = None,
     ) -> PreTrainedModel:
         """The frozen reference in `dtype` (default `model.dtype`): eval mode (dropout off), no grad,
         never optimized or saved.
