@@ -7,8 +7,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy
+
+from lit_prefopt.precision import ShardedMixedPrecision, mp_policy
 
 
 def named(name: str) -> str:
@@ -23,12 +27,30 @@ class FullyShardedStrategy(ModelParallelStrategy):
     data-parallel size is always the world size. The module applies `fully_shard` itself in
     `configure_model`. Unlike Lightning's `FSDPStrategy` this also runs on CPU (gloo).
 
+    `trainer.precision=bf16-mixed` becomes FSDP2's bf16 mixed-precision policy instead of autocast
+    (lit_prefopt.precision says why); the module shards with `mp_policy`.
+
     Checkpoints are distributed-checkpoint directories, written to a staging directory and
     renamed into place, so a crash while saving never leaves a half-written `last.ckpt`.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(data_parallel_size="auto", tensor_parallel_size=1, **kwargs)
+
+    @property
+    def precision_plugin(self) -> Precision:
+        return super().precision_plugin
+
+    @precision_plugin.setter
+    def precision_plugin(self, plugin: Precision | None) -> None:
+        if isinstance(plugin, MixedPrecision) and plugin.precision == "bf16-mixed":
+            plugin = ShardedMixedPrecision()
+        self._precision_plugin = plugin
+
+    @property
+    def mp_policy(self) -> MixedPrecisionPolicy:
+        """The `fully_shard` mixed-precision policy for the policy and the reference."""
+        return mp_policy(self.precision_plugin)
 
     def setup_environment(self) -> None:
         self._data_parallel_size = self.num_nodes * self.num_processes

@@ -19,13 +19,10 @@ from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM
 
 from lit_prefopt.config_checks import check_config
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
-from lit_prefopt.outputs.file_modes import apply_umask
-from lit_prefopt.models.lora import has_adapters, merge_adapters
-from lit_prefopt.models.sharding import full_state_dict
+from lit_prefopt.models.export import check_export_dtype, export_hf
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.outputs.report import write_curves, write_summary
 from lit_prefopt.outputs.run_summary import format_run_summary
@@ -52,6 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Denormal floats made CPU steps several times slower (docs/ARCHITECTURE.md#cpu-performance-notes).
     torch.set_flush_denormal(True)
 
+    check_export_dtype(cfg.get("export_dtype"))
     criterion = build(cfg.criterion)
     checkpoint = build(cfg.model)
     datamodule = build(cfg.data)
@@ -87,7 +85,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
 
     if cfg.export_hf:
-        export_hf(module, tokenizer, run_dir / "hf", trainer.is_global_zero)
+        export_hf(module, tokenizer, run_dir / "hf", trainer.is_global_zero, cfg.get("export_dtype"))
     if trainer.is_global_zero:
         for logger in trainer.loggers:
             logger.save()
@@ -156,26 +154,6 @@ def checkpoint_step(path: Path) -> int:
     """The optimizer step a checkpoint was saved at (a file, or a sharded directory's metadata)."""
     metadata = path / "meta.pt" if path.is_dir() else path
     return int(torch.load(metadata, map_location="cpu", weights_only=True)["global_step"])
-
-
-def export_hf(module: PreferenceModule, tokenizer: Any, target: Path, is_global_zero: bool) -> None:
-    """The final policy and tokenizer in `save_pretrained` format, loadable by transformers.
-
-    A sharded (FSDP) policy is gathered first; every rank takes part, rank 0 writes.
-    """
-    policy = module.policy
-    if module.device_mesh is not None:
-        weights = full_state_dict(policy)
-        if not is_global_zero:
-            return
-        policy = AutoModelForCausalLM.from_config(policy.config, dtype=policy.dtype)
-        policy.load_state_dict(weights)
-    if has_adapters(policy):
-        policy = merge_adapters(policy)
-    if is_global_zero:
-        policy.save_pretrained(target, safe_serialization=True)
-        tokenizer.save_pretrained(target)
-        apply_umask(target)
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -42,14 +42,16 @@ def load_sharded(
     dtype: torch.dtype,
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
+    mp_policy: MixedPrecisionPolicy | None = None,
 ) -> PreTrainedModel:
-    """A sharded model whose local shards hold `directory`'s weights."""
+    """A sharded model whose local shards hold `directory`'s weights in `dtype`, computing as
+    `mp_policy` says (default: in `dtype`)."""
     config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code, local_files_only=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(
             config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
         )
-    shard(model, mesh)
+    shard(model, mesh, mp_policy)
     model.to_empty(device=device)
     _restore_non_persistent_buffers(model, device)
     read_owned_slices(model, directory)

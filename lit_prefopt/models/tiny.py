@@ -95,6 +95,7 @@ class TinyLlama(HFCheckpoint):
         reference_path: str | None = None,
         cache_dir: str | None = None,
         dtype: str = "float32",
+        gradient_checkpointing: bool = False,
         **checkpoint_kwargs,
     ) -> None:
         self.architecture = dict(
@@ -114,7 +115,10 @@ class TinyLlama(HFCheckpoint):
         if path:
             self._check_given_checkpoint(Path(path))
         target = Path(path) if path else self._default_dir()
-        super().__init__(path=str(target), reference_path=reference_path, dtype=dtype, **checkpoint_kwargs)
+        super().__init__(
+            path=str(target), reference_path=reference_path, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
+            **checkpoint_kwargs,
+        )
 
     def _check_given_checkpoint(self, path: Path) -> None:
         """`model.path` on the tiny model must hold a tiny model (an earlier tiny run's hf/, say).
