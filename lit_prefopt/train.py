@@ -19,6 +19,11 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoModelForCausalLM
 
+from lit_prefopt.checkpointing.config_check import DIGESTS_KEY, check_resume_config, data_digests
+from lit_prefopt.checkpointing.files import AtomicCheckpointIO
+from lit_prefopt.checkpointing.resume import checkpoint_step, read_checkpoint, resolve_ckpt_path
+from lit_prefopt.checkpointing.run_dir import claim_run_dir
+from lit_prefopt.checkpointing.signals import StopOnSignal
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
@@ -35,6 +40,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     if ckpt_path is None and rank_zero_only.rank == 0:
         claim_run_dir(run_dir, resume_requested=cfg.ckpt_path is not None)
+    config = {**OmegaConf.to_container(cfg, resolve=True), DIGESTS_KEY: data_digests(cfg.data)}
+    if ckpt_path is not None:
+        saved = read_checkpoint(Path(ckpt_path)).config
+        check_resume_config(saved, config, Path(ckpt_path), cfg.get("resume_allow_changes", False))
     seed_everything(cfg.seed, workers=True)
     # Denormal floats made CPU steps several times slower (DESIGN.md section 8).
     torch.set_flush_denormal(True)
@@ -54,7 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         reference_from_data=scan.has_reference_scores,
         max_consecutive_skips=cfg.max_consecutive_skips,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=config,
     )
     trainer = build_trainer(cfg)
     for logger in trainer.loggers:
@@ -97,45 +106,11 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     """The Lightning Trainer with the configured strategy, loggers and callbacks."""
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    return instantiate(cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks)
-
-
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`last` means this run's checkpoints/last.ckpt; missing means a fresh start, with a warning."""
-    if ckpt_path is None:
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if path.exists():
-        return str(path)
-    previous = path.with_name(path.name + ".old")
-    if previous.exists():  # a sharded save was interrupted between its two renames
-        log.warning("%s is missing; resuming from the previous save %s", path, previous)
-        return str(previous)
-    if ckpt_path == "last":
-        log.warning("ckpt_path=last but %s does not exist: starting a fresh run", path)
-        return None
-    raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist")
-
-
-def claim_run_dir(run_dir: Path, resume_requested: bool) -> None:
-    """A fresh run must not write into another run's directory: its metrics.csv would mix two
-    runs and its old checkpoints would be what `ckpt_path=last` resumes. Refused, unless the
-    user asked to resume (`ckpt_path=last` before any checkpoint was saved: that run's rows go)."""
-    leftovers = [name for name in ("metrics.csv", "checkpoints") if (run_dir / name).exists()]
-    if not leftovers:
-        return
-    if not resume_requested:
-        raise FileExistsError(
-            f"{run_dir} already holds a run ({', '.join(leftovers)}): resume it with ckpt_path=last, "
-            "or choose another run_name (or remove the directory)"
-        )
-    drop_rows_after_checkpoint(run_dir / "metrics.csv", 0)
-
-
-def checkpoint_step(path: Path) -> int:
-    """The optimizer step a checkpoint was saved at (a file, or a sharded directory's metadata)."""
-    metadata = path / "meta.pt" if path.is_dir() else path
-    return int(torch.load(metadata, map_location="cpu", weights_only=True)["global_step"])
+    callbacks.append(StopOnSignal(Path(cfg.run_dir), cfg.get("run_name")))
+    return instantiate(
+        cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+    )
 
 
 def export_hf(module: PreferenceModule, tokenizer: Any, target: Path, is_global_zero: bool) -> None:

@@ -1,0 +1,77 @@
+"""Checkpoint files land atomically on the run's own filesystem.
+
+Lightning writes a checkpoint through fsspec, whose local "transaction" writes a temporary file in
+the system temp directory and then moves it: across filesystems that is a copy, so a full disk
+leaves a truncated `step=N.ckpt`. Here the bytes go to a hidden temporary file in the target
+directory, are fsynced, and `os.replace` renames them over the target (atomic on POSIX, NFS
+included); the directory is fsynced so the rename itself survives a crash. A failed write
+removes its temporary file and raises `CheckpointWriteError` naming the target: the previous
+checkpoint under that name is untouched.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from lightning.fabric.plugins import TorchCheckpointIO
+from torch import save as torch_save
+
+TEMPORARY_SUFFIX = ".saving"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the run stops, earlier checkpoints are intact."""
+
+
+def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `target` through `write(file)` so that it is either the old file or the whole new one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX, dir=target.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise CheckpointWriteError(error.errno, _explain(target, error)) from error
+        raise
+    _fsync_directory(target.parent)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO (the trainer's `plugins`) with `write_atomically` for every file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        write_atomically(Path(path), lambda file: torch_save(checkpoint, file))
+
+
+def _explain(target: Path, error: OSError) -> str:
+    reason = "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else error.strerror or str(error)
+    return (
+        f"could not write the checkpoint {target}: {reason} ({error}). The partial file was removed and "
+        f"earlier checkpoints are intact; free space, then resume with ckpt_path=last"
+    )
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename durable (where the filesystem supports fsync on a directory)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
