@@ -23,6 +23,7 @@ from lit_prefopt.checkpointing.config_check import DIGESTS_KEY, check_resume_con
 from lit_prefopt.checkpointing.files import AtomicCheckpointIO
 from lit_prefopt.checkpointing.resume import checkpoint_step, read_checkpoint, resolve_ckpt_path
 from lit_prefopt.checkpointing.run_dir import claim_run_dir
+from lit_prefopt.checkpointing.schedule import ScheduleAtRestoredStep
 from lit_prefopt.checkpointing.signals import StopOnSignal
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 from lit_prefopt.models.lora import has_adapters, merge_adapters
@@ -106,7 +107,7 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     """The Lightning Trainer with the configured strategy, loggers and callbacks."""
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
-    callbacks.append(StopOnSignal(Path(cfg.run_dir), cfg.get("run_name")))
+    callbacks += [StopOnSignal(Path(cfg.run_dir), cfg.get("run_name")), ScheduleAtRestoredStep()]
     return instantiate(
         cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
