@@ -18,7 +18,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lit_prefopt.checkpointing.lock import RunLock, is_global_rank_zero
+from lit_prefopt.checkpointing.lock import RunDirectoryLocked, RunLock, is_global_rank_zero
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 
 log = logging.getLogger(__name__)
@@ -37,16 +37,17 @@ class RunDirectoryGuard(Callback):
             return
         run_dir = Path(config.hydra.run.dir)
         self.lock = RunLock(run_dir)
-        self.lock.acquire()
-        atexit.register(self.lock.release)  # also after SystemExit, which skips on_run_end
         try:
+            self.lock.acquire()
+            atexit.register(self.lock.release)  # also after SystemExit, which skips on_run_end
             if config.get("ckpt_path") is None:
                 claim_run_dir(run_dir, resume_requested=False)
             if config.hydra.output_subdir is not None:
                 keep_earlier_configs(run_dir / config.hydra.output_subdir)
-        except BaseException:
+        except (RunDirectoryLocked, FileExistsError) as error:
             self.lock.release()
-            raise
+            # Hydra turns a callback's exceptions into warnings and runs the job anyway: exit instead.
+            raise SystemExit(f"Error: {error}") from error
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.lock is not None:
