@@ -32,18 +32,41 @@ def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write `target` through `write(file)` so that it is either the old file or the whole new one."""
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX, dir=target.parent)
+    recording: _ErrorRecordingFile | None = None
     try:
+        os.fchmod(descriptor, 0o666 & ~_umask())  # mkstemp's 0600 would hide checkpoints from the group
         with os.fdopen(descriptor, "wb") as file:
-            write(file)
+            recording = _ErrorRecordingFile(file)
+            write(recording)  # type: ignore[arg-type]
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, target)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise CheckpointWriteError(error.errno, _explain(target, error)) from error
+        cause = recording.error if recording is not None and recording.error is not None else error
+        if isinstance(cause, OSError):
+            raise CheckpointWriteError(cause.errno, _explain(target, cause)) from error
         raise
     _fsync_directory(target.parent)
+
+
+class _ErrorRecordingFile:
+    """Keeps the OSError of a failed write: torch's zip writer reports a full disk only as
+    "unexpected pos", without the errno."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,6 +84,12 @@ def _explain(target: Path, error: OSError) -> str:
         f"could not write the checkpoint {target}: {reason} ({error}). The partial file was removed and "
         f"earlier checkpoints are intact; free space, then resume with ckpt_path=last"
     )
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:
