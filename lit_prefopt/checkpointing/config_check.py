@@ -65,7 +65,8 @@ def data_digests(data: Any) -> dict[str, str | None]:
 def check_resume_config(saved: dict[str, Any], new: dict[str, Any], checkpoint: Path, allow_changes: bool) -> None:
     """Log the allowed differences; raise `ResumeConfigMismatch` listing the others (unless allowed)."""
     before, after = _flatten(saved), _flatten(new)
-    changed = sorted(key for key in before.keys() | after.keys() if before.get(key, "<unset>") != after.get(key, "<unset>"))
+    keys = before.keys() | after.keys()
+    changed = sorted(key for key in keys if before.get(key, "<unset>") != after.get(key, "<unset>"))
     if not saved or not changed:
         return
     # Data paths are judged by their digests; a checkpoint from before digests were stored has none.

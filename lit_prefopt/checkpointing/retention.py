@@ -22,4 +22,6 @@ class RollingStepCheckpoint(ModelCheckpoint):
         super().__init__(enable_version_counter=False, **kwargs)
 
     def _should_remove_checkpoint(self, trainer: Any, previous: str, current: str) -> bool:
-        return previous != current and self.dirpath is not None and Path(self.dirpath).absolute() in Path(previous).absolute().parents
+        if previous == current or self.dirpath is None:
+            return False
+        return Path(self.dirpath).absolute() in Path(previous).absolute().parents

@@ -21,7 +21,8 @@ class ScheduleAtRestoredStep(Callback):
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, LambdaLR):
-                rates = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+                step = scheduler.last_epoch
+                rates = [base * factor(step) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
                 for group, rate in zip(scheduler.optimizer.param_groups, rates):
                     group["lr"] = rate
                 scheduler._last_lr = rates

@@ -7,8 +7,8 @@ Lightning runs: a signal only sets a flag; at the end of the next optimizer step
 the micro-batches of one) all ranks agree to stop, save `checkpoints/last.ckpt`, print the
 command that resumes the run, and exit with 128 + the signal number (143 for SIGTERM, 130 for
 SIGINT: the shell's convention, which SLURM and torchrun report as the job's failure by that
-signal). A second SIGINT interrupts at once (no checkpoint). A signal during the validation
-before training stops after it, without a checkpoint (nothing was trained yet).
+signal). A second SIGINT interrupts at once (no checkpoint; Lightning exits 1). A signal during a
+standalone validation (before or after fit) stops after it, without a new checkpoint.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class StopOnSignal(Callback):
         if trainer.state.fn != "validate":  # validation during fit: stop at the next step boundary
             return
         if trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
-            self._stop(trainer, f"no training step had run, so no checkpoint was saved. Run again with:\n  {self.resume}")
+            self._stop(trainer, f"during validation, so no new checkpoint was saved. Resume with:\n  {self.resume}")
 
     def _stop(self, trainer: Trainer, what: str) -> None:
         signum = self.received or signal.SIGTERM

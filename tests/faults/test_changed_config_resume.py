@@ -45,7 +45,8 @@ def test_resume_refuses_another_criterion_or_data_and_accepts_moved_data(compose
     other = tmp_path / "other.jsonl"
     other.write_text("".join(open(data / "train.jsonl").readlines()[:-1]))
     with pytest.raises(ResumeConfigMismatch, match=r"data_digests\.train_files"):
-        train(compose("trainer.max_steps=3", "scheduler=constant", f"data.train_files=[{other}]", "ckpt_path=last", *FAST))
+        train(compose("trainer.max_steps=3", "scheduler=constant", f"data.train_files=[{other}]", "ckpt_path=last",
+                      *FAST))
 
     moved = tmp_path / "moved"
     shutil.move(data, moved)  # the same bytes under another path: the same training data
