@@ -6,8 +6,8 @@ import hydra
 from omegaconf import DictConfig
 
 import lit_prefopt  # noqa: F401  (registers the config resolvers before Hydra composes)
-from lit_prefopt.train import train
 from lit_prefopt.outputs.wandb_logger import finish_wandb_run
+from lit_prefopt.train import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -7,7 +7,6 @@ criterion hyperparameters, data settings, the model path, and a scan of the data
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -20,17 +19,20 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from lit_prefopt.checkpointing.config_check import DIGESTS_KEY, check_resume_config, data_digests
+from lit_prefopt.checkpointing.files import AtomicCheckpointIO
+from lit_prefopt.checkpointing.resume import checkpoint_step, read_checkpoint, resolve_ckpt_path
+from lit_prefopt.checkpointing.run_dir import claim_run_dir
+from lit_prefopt.checkpointing.schedule import ScheduleAtRestoredStep
+from lit_prefopt.checkpointing.signals import StopOnSignal
 from lit_prefopt.config_checks import check_config
-from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 from lit_prefopt.models.export import check_export_dtype, export_hf
 from lit_prefopt.module import PreferenceModule
+from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 from lit_prefopt.outputs.report import write_curves, write_summary
 from lit_prefopt.outputs.run_summary import format_run_summary
-from lit_prefopt.outputs.training_started import training_started
 from lit_prefopt.plan import plan_memory
 from lit_prefopt.run_agreement import RunAgreement, hydra_run_dir_given, require_shared_run_dir
-
-log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -45,6 +47,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     if ckpt_path is None and rank_zero_only.rank == 0:
         claim_run_dir(run_dir, resume_requested=cfg.ckpt_path is not None)
+    config = {**OmegaConf.to_container(cfg, resolve=True), DIGESTS_KEY: data_digests(cfg.data)}
+    if ckpt_path is not None:
+        saved = read_checkpoint(Path(ckpt_path)).config
+        check_resume_config(saved, config, Path(ckpt_path), cfg.get("resume_allow_changes", False))
     seed_everything(cfg.seed, workers=True)
     # Denormal floats made CPU steps several times slower (docs/ARCHITECTURE.md#cpu-performance-notes).
     torch.set_flush_denormal(True)
@@ -65,7 +71,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         reference_from_data=scan.has_reference_scores,
         max_consecutive_skips=cfg.max_consecutive_skips,
-        config=OmegaConf.to_container(cfg, resolve=True),
+        config=config,
     )
     trainer = build_trainer(cfg)
     trainer.callbacks.append(RunAgreement(run_dir, ckpt_path))
@@ -112,48 +118,11 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
     if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar callback then
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
-    return instantiate(cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks)
-
-
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """`last` means this run's checkpoints/last.ckpt; missing means a fresh start, with a warning."""
-    if ckpt_path is None:
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if ckpt_path == "last" else Path(ckpt_path)
-    if path.exists():
-        return str(path)
-    previous = path.with_name(path.name + ".old")
-    if previous.exists():  # a sharded save was interrupted between its two renames
-        log.warning("%s is missing; resuming from the previous save %s", path, previous)
-        return str(previous)
-    if ckpt_path == "last":
-        log.warning("ckpt_path=last but %s does not exist: starting a fresh run", path)
-        return None
-    raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist")
-
-
-def claim_run_dir(run_dir: Path, resume_requested: bool) -> None:
-    """A fresh run must not write into another run's directory: its metrics.csv would mix two
-    runs and its old checkpoints would be what `ckpt_path=last` resumes. Refused, unless the
-    user asked to resume (`ckpt_path=last` before any checkpoint was saved: that run's rows go)
-    or the earlier run stopped before its first optimizer step (its rows go too)."""
-    leftovers = [name for name in ("metrics.csv", "checkpoints") if (run_dir / name).exists()]
-    if not leftovers:
-        return
-    if not resume_requested and not training_started(run_dir):
-        log.warning("%s holds a run that stopped before its first optimizer step: starting afresh there", run_dir)
-    elif not resume_requested:
-        raise FileExistsError(
-            f"{run_dir} already holds a run ({', '.join(leftovers)}): resume it with ckpt_path=last, "
-            "or choose another run_name (or remove the directory)"
-        )
-    drop_rows_after_checkpoint(run_dir / "metrics.csv", 0)
-
-
-def checkpoint_step(path: Path) -> int:
-    """The optimizer step a checkpoint was saved at (a file, or a sharded directory's metadata)."""
-    metadata = path / "meta.pt" if path.is_dir() else path
-    return int(torch.load(metadata, map_location="cpu", weights_only=True)["global_step"])
+    callbacks += [StopOnSignal(Path(cfg.run_dir), cfg.get("run_name")), ScheduleAtRestoredStep()]
+    return instantiate(
+        cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+    )
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:

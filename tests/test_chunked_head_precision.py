@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.test_logprob_kernels import _batch, _sums_and_grads
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lit_prefopt.kernels.chunked_head import ChunkedHeadLogprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
+from tests.test_logprob_kernels import _batch, _sums_and_grads
 
 MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.addmm_.default}
 

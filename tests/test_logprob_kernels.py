@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lit_prefopt.kernels.chunked_head import ChunkedHeadLogprobs
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.shared_prefix import share_prompts
+from lit_prefopt.kernels.chunked_head import ChunkedHeadLogprobs
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
 

@@ -10,8 +10,8 @@ from lit_prefopt.plan import plan_memory
 from lit_prefopt.train import train
 
 # The default tiny Llama: h=64, 2 layers, i=128, 4 heads of 16, 2 KV heads, vocabulary 1024, untied head.
-H, I, LAYERS, VOCAB = 64, 128, 2, 1024
-LAYER = 2 * H * H + 2 * H * 32 + 3 * H * I + 2 * H  # q, o; k, v (2 KV heads x 16); gate, up, down; 2 norms
+H, INTER, LAYERS, VOCAB = 64, 128, 2, 1024
+LAYER = 2 * H * H + 2 * H * 32 + 3 * H * INTER + 2 * H  # q, o; k, v (2 KV heads x 16); gate, up, down; 2 norms
 ROOT = 2 * VOCAB * H + H  # embeddings, LM head, final norm
 PARAMS = LAYERS * LAYER + ROOT
 TOKENS = 2 * 8 * 1024  # 2 rows per pair x data.batch_size x data.max_seq_len
@@ -25,7 +25,7 @@ def test_tiny_model_on_one_cpu(compose) -> None:
     assert terms["parameters"] == terms["reference"] == terms["gradients"] == PARAMS * 4
     assert terms["optimizer"] == 2 * PARAMS * 4  # AdamW's two moments in float32
     assert terms["gathered"] == 0
-    assert terms["activations"] == TOKENS * (LAYERS * (11 * H + 4 * I) + 3 * H) * 4
+    assert terms["activations"] == TOKENS * (LAYERS * (11 * H + 4 * INTER) + 3 * H) * 4
     assert terms["lm_head"] == (4 + 8) * 256 * VOCAB + 4 * VOCAB * H  # chunks of 256 tokens
     assert terms["attention_masks"] == 8 * 2048**2  # shared prompt: 8 rows of 2 x 1024 tokens, booleans
     assert plan.total == 4 * PARAMS * 4 + terms["activations"] + terms["lm_head"] + terms["attention_masks"]
@@ -50,7 +50,7 @@ def test_options_that_change_terms(compose) -> None:
     assert terms["reference"] == 0  # SimPO needs no reference
     assert terms["parameters"] == PARAMS * 2
     assert terms["activations"] == plan.activations_with_checkpointing == TOKENS * (
-        LAYERS * 3 * H // 2 + 11 * H + 4 * I + 3 * H) * 2
+        LAYERS * 3 * H // 2 + 11 * H + 4 * INTER + 3 * H) * 2
     assert terms["lm_head"] == (2 + 8) * TOKENS * VOCAB  # whole logits without chunking
     assert terms["attention_masks"] == 16 * 1024**2  # padded: 16 rows of 1024 tokens
 

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer, seed_everything
 
+from lit_prefopt.callbacks.reference_cache import ReferenceLogpCache, cache_key
 from lit_prefopt.criteria.base import Criterion, CriterionOutput, PairLogps
 from lit_prefopt.data.datamodule import PreferenceDataModule
 from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.models.tiny import build_tokenizer
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.paths import sample_data_path
-from lit_prefopt.callbacks.reference_cache import ReferenceLogpCache, cache_key
 
 SETTINGS = {"max_seq_len": 128, "truncation": "truncate", "mask_source_tokens": True, "on_bad_record": "error"}
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lit_prefopt.kernels.chunked_head import scored_logprobs
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.shared_prefix import ScoredTokens, attention_mask_for
+from lit_prefopt.kernels.chunked_head import scored_logprobs
 
 
 def token_logprobs(logits: Tensor, input_ids: Tensor) -> Tensor:

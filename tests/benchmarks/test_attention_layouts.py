@@ -13,8 +13,14 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.gpu.attention_backends import dense_sdpa, padded_flash
-from benchmarks.gpu.attention_layouts import (Layout, VarlenSegments, dense_mask, library_mask_matches, segment_kinds,
-                                              shared_prompt_rule)
+from benchmarks.gpu.attention_layouts import (
+    Layout,
+    VarlenSegments,
+    dense_mask,
+    library_mask_matches,
+    segment_kinds,
+    shared_prompt_rule,
+)
 
 LAYOUT = Layout(rows=2, prompt=7, chosen=4, rejected=6, query_heads=4, kv_heads=2, head_dim=8)
 CPU = torch.device("cpu")

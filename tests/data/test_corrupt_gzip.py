@@ -7,10 +7,10 @@ import gzip
 import json
 
 import pytest
-from tests.data.pairs import pair
 
 from lit_prefopt.data.datamodule import PreferenceDataModule
 from lit_prefopt.data.records import DataValidationError
+from tests.data.pairs import pair
 
 
 @pytest.fixture

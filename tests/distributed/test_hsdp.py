@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.entry_process import run_lit_prefopt
+
 from tests.distributed.test_strategies import COMMON, PLAIN, losses
+from tests.entry_process import run_lit_prefopt
 
 SIX_STEPS = tuple(o.replace("max_steps=4", "max_steps=6") for o in COMMON)
 

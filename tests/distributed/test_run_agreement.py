@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from tests.entry_process import entry_env
 
 from lit_prefopt.run_agreement import check_agreement, require_shared_run_dir
+from tests.entry_process import entry_env
 
 TORCHRUN_RANK = {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
 SRUN_TASK = {"SLURM_NTASKS": "16", "SLURM_PROCID": "3", "SLURM_JOB_NAME": "dpo"}

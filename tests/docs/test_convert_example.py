@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.entry_process import entry_env
 
 REPO = Path(__file__).resolve().parents[2]

@@ -2,40 +2,41 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 import torch
-from fsspec.implementations.local import LocalFileOpener
 
+from lit_prefopt.checkpointing import files
+from lit_prefopt.checkpointing.files import CheckpointWriteError
 from lit_prefopt.strategies import replace_directory
 from lit_prefopt.train import resolve_ckpt_path, train
 
 
-def test_crash_while_writing_last_ckpt_keeps_the_previous_one(compose, monkeypatch) -> None:
-    """Train 2 steps (last.ckpt saved), then crash halfway through the bytes of the next save."""
+def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(compose, monkeypatch) -> None:
+    """Train 2 steps (last.ckpt saved), then run out of space halfway through the bytes of the next save."""
     cfg = compose("trainer.max_steps=2", "data.batch_size=2", "validate_before_training=false", "data.val_files=null",
-                  "export_hf=false", "checkpoint.every_n_steps=100")
+                  "export_hf=false", "checkpoint.every_n_steps=100", "scheduler=constant")
     train(cfg)
-    last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
-    before = last.read_bytes()
+    checkpoints = Path(cfg.run_dir) / "checkpoints"
+    before = (checkpoints / "last.ckpt").read_bytes()
 
-    real_write = LocalFileOpener.write
+    def write_half_then_fill_the_disk(checkpoint, file) -> None:
+        file.write(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    def write_half_then_crash(self, data):
-        if not str(self.path).endswith(".ckpt"):
-            return real_write(self, data)
-        real_write(self, data[: len(data) // 2])
-        raise OSError("disk full (injected)")
-
-    monkeypatch.setattr(LocalFileOpener, "write", write_half_then_crash)
+    monkeypatch.setattr(files, "torch_save", write_half_then_fill_the_disk)
     resumed = compose("trainer.max_steps=4", "data.batch_size=2", "validate_before_training=false",
-                      "data.val_files=null", "export_hf=false", "checkpoint.every_n_steps=100", "ckpt_path=last")
-    with pytest.raises(OSError, match="injected"):
+                      "data.val_files=null", "export_hf=false", "checkpoint.every_n_steps=3", "scheduler=constant",
+                      "ckpt_path=last")
+    with pytest.raises(CheckpointWriteError, match=r"step=3\.ckpt: the disk is full"):
         train(resumed)
     monkeypatch.undo()
-    assert last.read_bytes() == before, "last.ckpt is the previous complete checkpoint"
-    assert torch.load(last, weights_only=True)["global_step"] == 2
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"], "no partial or temporary file is left"
+    assert (checkpoints / "last.ckpt").read_bytes() == before, "last.ckpt is the previous complete checkpoint"
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def test_sharded_save_interrupted_between_renames_resumes_from_the_previous(tmp_path: Path) -> None:

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.entry_process import entry_env
 
 from lit_prefopt.models.tiny import TinyLlama
 from lit_prefopt.plan import plan_memory
+from tests.entry_process import entry_env
 
 TESTS = Path(__file__).resolve().parents[1]
 
