@@ -17,12 +17,9 @@ from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM
 
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
-from lit_prefopt.models.lora import has_adapters, merge_adapters
-from lit_prefopt.models.sharding import full_state_dict
-from lit_prefopt.module import PreferenceModule
+from lit_prefopt.modules import module_class
 from lit_prefopt.outputs.report import write_curves, write_summary
 
 log = logging.getLogger(__name__)
@@ -47,9 +44,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.set_tokenizer(tokenizer)
     scan = datamodule.scan()
 
-    module = PreferenceModule(
-        checkpoint=checkpoint,
+    module = module_class(type(criterion))(
+        checkpoint,
         criterion=criterion,
+        tokenizer=tokenizer,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         reference_from_data=scan.has_reference_scores,
@@ -73,7 +71,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
 
     if cfg.export_hf:
-        export_hf(module, tokenizer, run_dir / "hf", trainer.is_global_zero)
+        module.save_pretrained(run_dir / "hf")
     if trainer.is_global_zero:
         for logger in trainer.loggers:
             logger.save()
@@ -136,25 +134,6 @@ def checkpoint_step(path: Path) -> int:
     """The optimizer step a checkpoint was saved at (a file, or a sharded directory's metadata)."""
     metadata = path / "meta.pt" if path.is_dir() else path
     return int(torch.load(metadata, map_location="cpu", weights_only=True)["global_step"])
-
-
-def export_hf(module: PreferenceModule, tokenizer: Any, target: Path, is_global_zero: bool) -> None:
-    """The final policy and tokenizer in `save_pretrained` format, loadable by transformers.
-
-    A sharded (FSDP) policy is gathered first; every rank takes part, rank 0 writes.
-    """
-    policy = module.policy
-    if module.device_mesh is not None:
-        weights = full_state_dict(policy)
-        if not is_global_zero:
-            return
-        policy = AutoModelForCausalLM.from_config(policy.config, dtype=policy.dtype)
-        policy.load_state_dict(weights)
-    if has_adapters(policy):
-        policy = merge_adapters(policy)
-    if is_global_zero:
-        policy.save_pretrained(target, safe_serialization=True)
-        tokenizer.save_pretrained(target)
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:
