@@ -122,7 +122,7 @@ class CriterionModule(PreferenceModule):
         saved = checkpoint.get("reference_fingerprint")
         if saved is None or self.reference is None:
             return
-        if not torch.allclose(torch.tensor(saved), reference_fingerprint(self.reference), rtol=1e-5, atol=1e-6):
+        if not torch.allclose(torch.tensor(saved), torch.tensor(reference_fingerprint(self.reference)), rtol=1e-6):
             raise ValueError(
                 "this checkpoint was trained against a reference model given as an object, and the reference "
                 "given now has other weights: resume with the same reference_model (or, if it was omitted, the "
@@ -135,8 +135,11 @@ class CriterionModule(PreferenceModule):
 
 
 def reference_fingerprint(model: torch.nn.Module) -> list[float]:
-    """Per-tensor sums of the model's weights (float64): cheap, and any change of weights shows."""
-    return [float(p.detach().double().sum()) for p in model.parameters()]
+    """Per-tensor sums and L2 norms of the model's weights, in float64: cheap, and a model with
+    other weights differs in them."""
+    weights = [p.detach() for p in model.parameters()]
+    moments = [torch.stack([w.sum(dtype=torch.float64), torch.linalg.vector_norm(w, dtype=torch.float64)]) for w in weights]
+    return torch.cat(moments).tolist()
 
 
 def _model_source(
