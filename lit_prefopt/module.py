@@ -1,5 +1,8 @@
 """The LightningModule shared by every criterion: policy, optional frozen reference, the step.
 
+`criterion_modules.py` derives one subclass per registered criterion from it (`DPOModule`, ...),
+which adds only a constructor for Python users; everything a step does is here.
+
 The criterion declares what it needs (`needs_reference`) and holds the loss math; this module
 never branches on its type. A step is one policy forward over chosen and rejected together,
 reference log-probs (from the data, or one no-grad reference forward), then the criterion.

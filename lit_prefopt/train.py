@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
-from lit_prefopt.modules import module_class
+from lit_prefopt.criterion_modules import module_class
 from lit_prefopt.outputs.report import write_curves, write_summary
 
 log = logging.getLogger(__name__)

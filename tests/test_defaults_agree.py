@@ -1,8 +1,9 @@
 """Every default has one home: the YAML a run composes gives what the Python class gives alone.
 
-(The criteria's own check is in tests/criteria/test_configs.py.) A Python user who builds `DPOModule(model=...)`, `PreferenceDataModule(train_files=...)` or
+A Python user who builds `DPOModule(model=...)`, `PreferenceDataModule(train_files=...)` or
 `HFCheckpoint(path=...)` must get the same settings as `python -m lit_prefopt` does, never a
-silently different (e.g. slower) path.
+silently different (e.g. slower) path. (The criteria's own check is in
+tests/criteria/test_configs.py.)
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ from lit_prefopt import DPOModule, ORPOModule, PreferenceDataModule, SimPOModule
 from lit_prefopt.criteria import CRITERIA
 from lit_prefopt.criteria.dpo import DPO
 from lit_prefopt.module import PreferenceModule
-from lit_prefopt.modules import MODULES, module_class
+from lit_prefopt.criterion_modules import MODULES, module_class
+from lit_prefopt.models.run_checkpoint import read_run_checkpoint
 from lit_prefopt.paths import sample_data_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +115,7 @@ def test_readme_example_trains_and_saves(tiny_llama, tmp_path: Path, monkeypatch
 def _fit(module: DPOModule, steps: int, ckpt_path: Path | None = None) -> lightning.Trainer:
     data = PreferenceDataModule(train_files=[str(sample_data_path("train.jsonl"))], batch_size=2, shuffle=False)
     trainer = lightning.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                                enable_model_summary=False, default_root_dir=str(ckpt_path.parent) if ckpt_path else None)
+                                enable_model_summary=False)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path if ckpt_path and ckpt_path.exists() else None)
     return trainer
 
@@ -142,3 +143,26 @@ def test_loaded_model_reference_is_a_frozen_copy_and_resume_checks_it(tiny_llama
         next(other.parameters()).add_(0.01)
     with pytest.raises(ValueError, match="reference"):
         _fit(DPOModule(model=other, lr=1e-2), steps=3, ckpt_path=checkpoint)
+
+
+def test_checkpoint_of_a_policy_built_in_memory_cannot_start_a_run(tmp_path: Path) -> None:
+    """Its `model_path` is None (no directory to rebuild the architecture from): a clear refusal."""
+    path = tmp_path / "last.ckpt"
+    torch.save({"model_path": None, "state_dict": {}}, path)
+    with pytest.raises(ValueError, match="built in memory"):
+        read_run_checkpoint(str(path))
+
+
+def test_policy_and_reference_mix_directories_and_objects(tiny_llama) -> None:
+    """Each side is loaded from its directory or used as given; only an object reference is
+    fingerprinted (`reference_given`), a directory one is reloaded from its path on resume."""
+    given = AutoModelForCausalLM.from_pretrained(tiny_llama.path)
+    by_path = DPOModule(model=tiny_llama.path, reference_model=given).checkpoint
+    assert by_path.load_reference() is given and not any(p.requires_grad for p in given.parameters())
+    assert by_path.load_policy() is not given and by_path.reference_given
+    assert by_path.base_directory == tiny_llama.path
+    policy = AutoModelForCausalLM.from_pretrained(tiny_llama.path)
+    by_object = DPOModule(model=policy, reference_model=tiny_llama.path).checkpoint
+    assert by_object.load_policy() is policy and not by_object.reference_given
+    reference = by_object.load_reference()
+    assert reference is not policy and torch.equal(reference.lm_head.weight, policy.lm_head.weight)

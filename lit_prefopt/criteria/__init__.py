@@ -1,12 +1,12 @@
 """The criteria registry: `CRITERIA` maps each criterion's config option to its class.
 
 It is the one list of what lit_prefopt trains with. The per-criterion LightningModules
-(`lit_prefopt.modules`), the config tests and the tables of README.md and docs/CRITERIA.md are
-derived from it (tests check that every registered name has its `conf/criterion/<name>.yaml`, and
-that the tables list exactly the registered names and their presets). The name is the option
-that holds the class's defaults; presets of a class (`cdpo`, `rpo`, `ln_dpo`, `tr_dpo`,
-`apo_down`) are YAML files over it, not entries here. Adding a criterion: one file in this
-package, one YAML file, one line below.
+(`lit_prefopt.criterion_modules`), the config tests and the tables of README.md and
+docs/CRITERIA.md are derived from it (tests check that every registered name has its
+`conf/criterion/<name>.yaml` with the class's defaults, and that the tables list exactly the
+registered names and their presets). The name is the option that holds the class's defaults;
+presets of a class (`cdpo`, `rpo`, `ln_dpo`, `tr_dpo`, `apo_down`) are YAML files over it, not
+entries here. Adding a criterion: one file in this package, one YAML file, one line below.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 The order of use in `train()`: instantiate (config values are checked here, naming the key),
 `set_tokenizer`, `scan()` (files checked before any model loads), then Lightning calls
 `setup` and the dataloader methods. From Python, a plain `Trainer.fit(module, datamodule=dm)`
-works too: `setup` takes the module's tokenizer unless one was given. The stream itself, its sharding and its resume rule are in
-`dataset.py`.
+works too: `setup` takes the module's tokenizer unless one was given. The stream itself, its
+sharding and its resume rule are in `dataset.py`.
 """
 
 from __future__ import annotations
@@ -116,7 +116,9 @@ class PreferenceDataModule(LightningDataModule):
             module = self.trainer.lightning_module if self.trainer is not None else None
             tokenizer = getattr(module, "tokenizer", None)
             if tokenizer is None:
-                raise RuntimeError("PreferenceDataModule needs a tokenizer: pass tokenizer=, or train a module that has one")
+                raise RuntimeError(
+                    "PreferenceDataModule needs a tokenizer: pass tokenizer=, or train a module that has one"
+                )
             self.set_tokenizer(tokenizer)
 
     def scan(self) -> DataScan:

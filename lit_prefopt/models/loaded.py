@@ -49,7 +49,7 @@ class LoadedModels:
             self.reference_path = str(reference) if reference is not None else self.policy_path
         self.tokenizer = tokenizer
         self.chunked_logprobs = require_chunk_size(chunked_logprobs)
-        self.dtype = str((self.policy or self.reference).dtype).removeprefix("torch.")
+        self.dtype = str((self.policy if self.policy is not None else self.reference).dtype).removeprefix("torch.")
 
     @property
     def base_directory(self) -> str | None:

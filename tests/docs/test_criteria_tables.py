@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class
 
 from lit_prefopt.criteria import CRITERIA
-from lit_prefopt.modules import module_class
+from lit_prefopt.criterion_modules import module_class
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "lit_prefopt" / "conf"

@@ -79,7 +79,9 @@ class CriterionModule(PreferenceModule):
         **hyperparameters: Any,
     ) -> None:
         if optimizer is not None and lr != DEFAULT_LR:
-            raise ValueError(f"{type(self).__name__}: give lr inside optimizer, or drop optimizer= to use AdamW with lr")
+            raise ValueError(
+                f"{type(self).__name__}: give lr inside optimizer, or drop optimizer= to use AdamW with lr"
+            )
         super().__init__(
             checkpoint=_model_source(model, reference_model, tokenizer),
             criterion=self._criterion(criterion, hyperparameters),
@@ -99,7 +101,8 @@ class CriterionModule(PreferenceModule):
             if not any(p.kind is p.VAR_KEYWORD for p in accepted):
                 unknown = sorted(set(hyperparameters) - {p.name for p in accepted})
                 if unknown:
-                    raise TypeError(f"{name} got unknown hyperparameters {unknown}; it takes {[p.name for p in accepted]}")
+                    takes = [p.name for p in accepted]
+                    raise TypeError(f"{name} got unknown hyperparameters {unknown}; it takes {takes}")
             return cls.criterion_class(**hyperparameters)
         if hyperparameters:
             raise TypeError(f"{name}: give criterion= or hyperparameters {sorted(hyperparameters)}, not both")
@@ -122,7 +125,8 @@ class CriterionModule(PreferenceModule):
         saved = checkpoint.get("reference_fingerprint")
         if saved is None or self.reference is None:
             return
-        if not torch.allclose(torch.tensor(saved), torch.tensor(reference_fingerprint(self.reference)), rtol=1e-6):
+        now = reference_fingerprint(self.reference)
+        if len(now) != len(saved) or not torch.allclose(torch.tensor(saved), torch.tensor(now), rtol=1e-6):
             raise ValueError(
                 "this checkpoint was trained against a reference model given as an object, and the reference "
                 "given now has other weights: resume with the same reference_model (or, if it was omitted, the "
@@ -138,7 +142,9 @@ def reference_fingerprint(model: torch.nn.Module) -> list[float]:
     """Per-tensor sums and L2 norms of the model's weights, in float64: cheap, and a model with
     other weights differs in them."""
     weights = [p.detach() for p in model.parameters()]
-    moments = [torch.stack([w.sum(dtype=torch.float64), torch.linalg.vector_norm(w, dtype=torch.float64)]) for w in weights]
+    moments = [
+        torch.stack([w.sum(dtype=torch.float64), torch.linalg.vector_norm(w, dtype=torch.float64)]) for w in weights
+    ]
     return torch.cat(moments).tolist()
 
 
@@ -185,5 +191,7 @@ def _make_module_class(criterion_class: type[Criterion]) -> type[CriterionModule
     return module
 
 
-MODULES: dict[str, type[CriterionModule]] = {cls.__name__ + "Module": _make_module_class(cls) for cls in CRITERIA.values()}
+MODULES: dict[str, type[CriterionModule]] = {
+    cls.__name__ + "Module": _make_module_class(cls) for cls in CRITERIA.values()
+}
 globals().update(MODULES)
