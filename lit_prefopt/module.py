@@ -303,7 +303,7 @@ class PreferenceModule(LightningModule):
         if self.policy is None:
             raise RuntimeError("no policy yet: save_pretrained works once the trainer has set the module up")
         is_global_zero = self._trainer is None or self.trainer.is_global_zero
-        export_hf(self.policy, self.device_mesh is not None, self.tokenizer, Path(directory), is_global_zero)
+        export_hf(self, self.tokenizer, Path(directory), is_global_zero)
 
 
 _PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy", "tokens_per_s"}

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
+from lit_prefopt.models.export import export_hf
 from lit_prefopt.criterion_modules import module_class
 from lit_prefopt.outputs.report import write_curves, write_summary
 
@@ -71,7 +72,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
 
     if cfg.export_hf:
-        module.save_pretrained(run_dir / "hf")
+        export_hf(module, tokenizer, run_dir / "hf", trainer.is_global_zero)
     if trainer.is_global_zero:
         for logger in trainer.loggers:
             logger.save()

@@ -11,16 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import nn
 from transformers import AutoModelForCausalLM
 
 from lit_prefopt.models.lora import has_adapters, merge_adapters
 from lit_prefopt.models.sharding import full_state_dict
 
 
-def export_hf(policy: nn.Module, sharded: bool, tokenizer: Any, target: Path, is_global_zero: bool) -> None:
-    """Write `policy` (merged, gathered) and `tokenizer` to `target` on rank 0."""
-    if sharded:
+def export_hf(module: Any, tokenizer: Any, target: Path, is_global_zero: bool) -> None:
+    """Write the module's policy (merged, gathered) and `tokenizer` to `target` on rank 0."""
+    policy = module.policy
+    if module.device_mesh is not None:
         weights = full_state_dict(policy)
         if not is_global_zero:
             return
