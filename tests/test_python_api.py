@@ -166,3 +166,17 @@ def test_policy_and_reference_mix_directories_and_objects(tiny_llama) -> None:
     assert by_object.load_policy() is policy and not by_object.reference_given
     reference = by_object.load_reference()
     assert reference is not policy and torch.equal(reference.lm_head.weight, policy.lm_head.weight)
+
+
+@pytest.mark.slow
+def test_plain_trainer_validates_before_and_during_fit(tiny_llama) -> None:
+    """Lightning's defaults: `validate()` runs under inference mode, fit's validation under no_grad;
+    the metric states the first leaves behind must not break the second."""
+    module = SimPOModule(model=tiny_llama.path, lr=1e-3)
+    data = PreferenceDataModule(train_files=[str(sample_data_path("train.jsonl"))],
+                                val_files=[str(sample_data_path("valid.jsonl"))], batch_size=2)
+    trainer = lightning.Trainer(max_steps=1, val_check_interval=1, limit_val_batches=1, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    before = trainer.validate(module, datamodule=data, verbose=False)[0]["val/loss"]
+    trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 1 and trainer.callback_metrics["val/loss"] != before
