@@ -8,6 +8,7 @@ added to the registry without its row (or a row left after one is removed) fails
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def table_rows(document: Path) -> dict[str, str]:
     return rows
 
 
+@cache
 def trained_module(option: str) -> str:
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
         target = compose(overrides=[f"+criterion={option}"]).criterion._target_
