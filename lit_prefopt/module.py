@@ -1,5 +1,8 @@
 """The LightningModule shared by every criterion: policy, optional frozen reference, the step.
 
+`criterion_modules.py` derives one subclass per registered criterion from it (`DPOModule`, ...),
+which adds only a constructor for Python users; everything a step does is here.
+
 The criterion declares what it needs (`needs_reference`) and holds the loss math; this module
 never branches on its type. A step is one policy forward over chosen and rejected together,
 reference log-probs (from the data, or one no-grad reference forward), then the criterion.
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,14 +21,15 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_prefopt.criteria.base import Criterion, PairLogps
 from lit_prefopt.data.batch import DATA_COUNTERS, PreferenceBatch
 from lit_prefopt.gradients import scale_and_clip_
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
-from lit_prefopt.models.checkpoint import HFCheckpoint
+from lit_prefopt.models.checkpoint import HFCheckpoint, with_pad_token
+from lit_prefopt.models.export import export_hf
 from lit_prefopt.models.lora import base_model_mode, has_adapters
 from lit_prefopt.optim import check_updates_survive, parameter_groups
 from lit_prefopt.strategies import sharding_mesh
@@ -126,7 +131,10 @@ class PreferenceModule(LightningModule):
     def _move_reference_to_device(self) -> None:
         first = next(self.reference.parameters())
         if first.device != self.device:
-            self.reference.to(self.device)
+            # Normal tensors even when the first use is a validation under inference mode, so
+            # TR-DPO can update them in place later, in training.
+            with torch.inference_mode(False):
+                self.reference.to(self.device)
 
     def _pair_results(self, batch: PreferenceBatch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Per-pair losses, pair weights and per-pair metric values of a batch."""
@@ -244,6 +252,15 @@ class PreferenceModule(LightningModule):
             metric.update(value.detach().float(), weights)
             self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name in _PROGRESS_BAR)
 
+    def on_fit_start(self) -> None:
+        """Fresh validation metric states for fit's validations, which run under no_grad.
+
+        A `trainer.validate()` before `fit` (with Lightning's default `inference_mode=True`) leaves
+        the states as inference tensors, which fit's validation could not update in place.
+        """
+        for metric in self.val_metrics.values():
+            metric.reset()
+
     def on_validation_epoch_end(self) -> None:
         """Remember the step of the latest validation, so train() need not repeat it at the end."""
         self.last_validated_step = self.global_step
@@ -297,6 +314,31 @@ class PreferenceModule(LightningModule):
         self.skipped_steps = checkpoint.get("skipped_steps", 0)
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
         self.data_counts = {**dict.fromkeys(DATA_COUNTERS, 0), **checkpoint.get("data_counts", {})}
+
+    _tokenizer: PreTrainedTokenizerBase | None = None
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        """The policy's tokenizer: the one given, else loaded from the model source on first use
+        (`PreferenceDataModule` takes it from here when it has none)."""
+        if self._tokenizer is None:
+            self._tokenizer = self.checkpoint.load_tokenizer()
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: PreTrainedTokenizerBase | None) -> None:
+        self._tokenizer = with_pad_token(tokenizer) if tokenizer is not None else None
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write the policy and its tokenizer as a `transformers` checkpoint directory.
+
+        Under FSDP every rank must call it (the shards are gathered; rank 0 writes). LoRA
+        adapters are merged into the policy in place, so call it once training is done.
+        """
+        if self.policy is None:
+            raise RuntimeError("no policy yet: save_pretrained works once the trainer has set the module up")
+        is_global_zero = self._trainer is None or self.trainer.is_global_zero
+        export_hf(self, self.tokenizer, Path(directory), is_global_zero)
 
 
 _PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy", "tokens_per_s"}

@@ -26,8 +26,8 @@ from lit_prefopt.checkpointing.run_dir import claim_run_dir
 from lit_prefopt.checkpointing.schedule import ScheduleAtRestoredStep
 from lit_prefopt.checkpointing.signals import StopOnSignal
 from lit_prefopt.config_checks import check_config
+from lit_prefopt.criterion_modules import module_class
 from lit_prefopt.models.export import check_export_dtype, export_hf
-from lit_prefopt.module import PreferenceModule
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 from lit_prefopt.outputs.report import write_curves, write_summary
 from lit_prefopt.outputs.run_summary import format_run_summary
@@ -64,9 +64,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule.set_tokenizer(tokenizer)
     scan = datamodule.scan()
 
-    module = PreferenceModule(
-        checkpoint=checkpoint,
+    module = module_class(type(criterion))(
+        checkpoint,
         criterion=criterion,
+        tokenizer=tokenizer,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         reference_from_data=scan.has_reference_scores,

@@ -52,12 +52,16 @@ def _fit(checkpoint: HFCheckpoint, cache_dir: Path, enabled: bool) -> tuple[_Rec
     seed_everything(0)
     data = PreferenceDataModule(train_files=[str(sample_data_path("train.jsonl"))], batch_size=4, max_seq_len=128, shuffle=False)
     data.set_tokenizer(checkpoint.load_tokenizer())
-    module = PreferenceModule(checkpoint, _ReferenceMargin(), optimizer=partial(torch.optim.SGD, lr=0.1),
-                              config={"data": {"train_files": [str(sample_data_path("train.jsonl"))], **SETTINGS}})
+    module = PreferenceModule(checkpoint, _ReferenceMargin(), optimizer=partial(torch.optim.SGD, lr=0.1))
     recorder = _Recorder()
+    cache = ReferenceLogpCache(str(cache_dir), enabled)
     trainer = Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      enable_model_summary=False, callbacks=[ReferenceLogpCache(str(cache_dir), enabled), recorder])
+                      enable_model_summary=False, callbacks=[cache, recorder])
     trainer.fit(module, datamodule=data)
+    if enabled:  # keyed by the datamodule's files and settings (the module carries no run config)
+        key = cache_key(checkpoint.reference_path, checkpoint.load_tokenizer(), [str(sample_data_path("train.jsonl"))],
+                        SETTINGS, checkpoint.dtype)
+        assert cache.entry == cache_dir / "reference_logps" / key
     return recorder, module
 
 

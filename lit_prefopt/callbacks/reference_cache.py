@@ -148,16 +148,19 @@ class ReferenceLogpCache(Callback):
         pl_module.reference_from_data = True
 
     def _load_or_compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, tuple[float, float]]:
-        config = pl_module.config
-        data = config.get("data", {})
-        files = [*_as_list(data.get("train_files")), *_as_list(data.get("val_files"))]
+        # The data as the datamodule reads it (not the run config, which a Python-built module lacks).
+        datamodule = trainer.datamodule
+        files = [*datamodule.train_files, *(datamodule.val_files or [])]
         memo_path = self.cache_dir / "reference_logps" / "digests.json"
         memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
         checkpoint = pl_module.checkpoint
+        if checkpoint.reference_path is None:
+            raise ValueError("reference_cache needs a reference given as a checkpoint directory, not as a loaded model")
+        settings = vars(datamodule.settings)
         dtype = checkpoint.reference_dtype(trainer.precision)
         key = None
         if trainer.is_global_zero:
-            key = cache_key(checkpoint.reference_path, checkpoint.load_tokenizer(), files, data, dtype, memo)
+            key = cache_key(checkpoint.reference_path, checkpoint.load_tokenizer(), files, settings, dtype, memo)
         key = trainer.strategy.broadcast(key)
         self.entry = self.cache_dir / "reference_logps" / key
         store = ReferenceLogpStore(self.entry)
@@ -165,7 +168,7 @@ class ReferenceLogpCache(Callback):
             log.info("reference log-prob cache miss: computing %s", self.entry)
             reference = checkpoint.load_reference(dtype=dtype).to(pl_module.device)
             scores = {}
-            for loader in _loaders(trainer, bool(data.get("val_files"))):
+            for loader in _loaders(trainer, bool(datamodule.val_files)):
                 scores.update(score_pairs(reference, loader, pl_module.device, checkpoint.chunked_logprobs))
             del reference
             store.write_part(trainer.global_rank, scores)
@@ -229,8 +232,3 @@ def _loaders(trainer: Trainer, with_validation: bool) -> list[Iterable[Preferenc
     datamodule = trainer.datamodule
     return [datamodule.train_dataloader(), *([datamodule.val_dataloader()] if with_validation else [])]
 
-
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]

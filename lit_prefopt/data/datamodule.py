@@ -2,8 +2,9 @@
 
 The order of use in `train()`: instantiate (config values are checked here, naming the key),
 `set_tokenizer`, `scan()` (files checked before any model loads), then Lightning calls
-`setup` and the dataloader methods. The stream itself, its sharding and its resume rule are in
-`dataset.py`.
+`setup` and the dataloader methods. From Python, a plain `Trainer.fit(module, datamodule=dm)`
+works too: `setup` takes the module's tokenizer unless one was given. The stream itself, its
+sharding and its resume rule are in `dataset.py`.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class PreferenceDataModule(LightningDataModule):
         seed: int = 0,
         mask_source_tokens: bool = True,
         max_dropped_fraction: float = 0.5,
-        share_prompt: bool = False,
+        share_prompt: bool = True,
         tokenizer: Any = None,
     ) -> None:
         super().__init__()
@@ -108,6 +109,17 @@ class PreferenceDataModule(LightningDataModule):
     def set_tokenizer(self, tokenizer: Any) -> None:
         """The model's tokenizer; needed before any dataloader is made (not by `scan`)."""
         self.tokenizer = PairTokenizer(tokenizer)
+
+    def setup(self, stage: str) -> None:
+        """Without a tokenizer of its own, take the module's (a `PreferenceModule` loads its policy's)."""
+        if self.tokenizer is None:
+            module = self.trainer.lightning_module if self.trainer is not None else None
+            tokenizer = getattr(module, "tokenizer", None)
+            if tokenizer is None:
+                raise RuntimeError(
+                    "PreferenceDataModule needs a tokenizer: pass tokenizer=, or train a module that has one"
+                )
+            self.set_tokenizer(tokenizer)
 
     def scan(self) -> DataScan:
         """Check the files exist and, unless `data.validate=false`, every record of them (see `scan.py`)."""

@@ -21,6 +21,11 @@ from lit_prefopt.precision import compute_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
+# Tokens per chunk of the LM-head log-probs (`model.chunked_logprobs`; 0 is the full-logits path).
+DEFAULT_CHUNKED_LOGPROBS = 256
+# `model.lora` when not set: rank 0 (off); the other values apply once `r` is set.
+DEFAULT_LORA = {"r": 0, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
+
 
 class HFCheckpoint:
     """A checkpoint directory on disk plus how to load it.
@@ -43,7 +48,7 @@ class HFCheckpoint:
         attn_implementation: str = "sdpa",
         gradient_checkpointing: bool = True,
         compile: bool = False,
-        chunked_logprobs: int = 0,
+        chunked_logprobs: int = DEFAULT_CHUNKED_LOGPROBS,
         lora: dict | None = None,
     ) -> None:
         if not path:
@@ -60,10 +65,8 @@ class HFCheckpoint:
         self.attn_implementation = attn_implementation
         self.gradient_checkpointing = gradient_checkpointing
         self.compile = compile
-        if chunked_logprobs < 0:
-            raise ValueError(f"model.chunked_logprobs must be >= 0 (0 is off), got {chunked_logprobs}")
-        self.chunked_logprobs = int(chunked_logprobs)
-        self.lora = dict(lora or {})
+        self.chunked_logprobs = require_chunk_size(chunked_logprobs)
+        self.lora = {**DEFAULT_LORA, **(lora or {})}
         if self.uses_lora and reference_path and str(reference_path) != self.path:
             raise ValueError(
                 "model.reference_path must be unset with model.lora.r > 0: the reference is the policy "
@@ -91,10 +94,7 @@ class HFCheckpoint:
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(self.base_directory, trust_remote_code=self.trust_remote_code)
-        if tokenizer.pad_token_id is None:
-            # Padding positions are masked out everywhere; any id works, EOS is the convention.
-            tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer
+        return with_pad_token(tokenizer)
 
     def reference_dtype(self, precision: str) -> str:
         """`model.reference_dtype`, by default the policy's compute dtype under `trainer.precision`
@@ -170,3 +170,19 @@ class HFCheckpoint:
             return merge_adapters(adapted)
         model.load_state_dict(weights)
         return model
+
+
+def require_chunk_size(chunked_logprobs: int) -> int:
+    if chunked_logprobs < 0:
+        raise ValueError(f"model.chunked_logprobs must be >= 0 (0 is off), got {chunked_logprobs}")
+    return int(chunked_logprobs)
+
+
+def with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """`tokenizer`, given EOS as its pad token when it has none.
+
+    Padding positions are masked out everywhere, so any id works; EOS is the convention.
+    """
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -54,7 +54,13 @@ def export_hf(module: Any, tokenizer: Any, target: Path, is_global_zero: bool, e
     policy = module.policy
     if has_adapters(policy):
         policy = merge_adapters(policy)
-    dtype = DTYPES[export_dtype] if export_dtype else source_dtype(Path(module.checkpoint.base_directory))
+    source = module.checkpoint.base_directory
+    if export_dtype:
+        dtype = DTYPES[export_dtype]
+    elif source is None:  # built from a loaded model (Python API): no files to read the dtype from
+        dtype = next(policy.parameters()).dtype
+    else:
+        dtype = source_dtype(Path(source))
     save_policy(policy, target, dtype, is_global_zero)
     if is_global_zero:
         tokenizer.save_pretrained(target)

@@ -26,6 +26,11 @@ def read_run_checkpoint(path: str) -> tuple[str, dict[str, torch.Tensor], dict |
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "model_path" not in checkpoint:
         raise ValueError(f"{path} is not a lit_prefopt checkpoint (no model_path); point to a model directory")
+    if checkpoint["model_path"] is None:
+        raise ValueError(
+            f"{path} was trained from a model built in memory (Python API), so it names no directory to take the "
+            "architecture and tokenizer from: start from that run's save_pretrained directory instead"
+        )
     weights = {
         name[len(POLICY_PREFIX):]: tensor
         for name, tensor in checkpoint["state_dict"].items()

@@ -3,13 +3,15 @@
 Each file is composed the way `criterion=<name>` composes it (its defaults list, e.g. cdpo on top
 of dpo, and its package), instantiated with `hydra.utils.instantiate`, and run on random
 log-probs. Its keys must cover every hyperparameter of the class it targets, so a new argument
-cannot be left out of its config.
+cannot be left out of its config. The options are the registry's (`CRITERIA`: each name has its
+file, holding its class's defaults) plus presets of a registered class.
 """
 
 from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lit_prefopt.criteria import CRITERIA
 from lit_prefopt.criteria.base import Criterion, PairLogps
 
 CONF = Path(__file__).resolve().parents[2] / "lit_prefopt" / "conf"
@@ -35,8 +38,18 @@ def random_logps(batch: int, generator: torch.Generator) -> PairLogps:
     return PairLogps(logps[0], logps[1], lengths[0], lengths[1], logps[2], logps[3])
 
 
-def test_every_option_is_found() -> None:
-    assert {"dpo", "simpo", "cpo", "orpo", "ipo", "hinge", "weighted_sum"} <= set(OPTIONS)
+def test_every_registered_criterion_has_its_option() -> None:
+    assert set(CRITERIA) <= set(OPTIONS), f"no conf/criterion/<name>.yaml for {sorted(set(CRITERIA) - set(OPTIONS))}"
+    assert {"dpo", "simpo", "cpo", "orpo", "ipo", "hinge", "weighted_sum"} <= set(CRITERIA)
+
+
+@pytest.mark.parametrize("name", OPTIONS)
+def test_every_option_trains_a_registered_criterion(name: str) -> None:
+    """Options outside the registry are presets: they target a registered class."""
+    target = get_class(criterion_node(name)._target_)
+    assert target in CRITERIA.values(), f"conf/criterion/{name}.yaml targets {target.__name__}, which CRITERIA lacks"
+    if name in CRITERIA:
+        assert target is CRITERIA[name]
 
 
 @pytest.mark.parametrize("name", OPTIONS)
@@ -73,3 +86,21 @@ def test_simpo_gamma_knobs_from_config(name: str) -> None:
     assert instantiate(node).gamma == 1.0
     node.gamma, node.gamma_beta_ratio = None, 0.5
     assert instantiate(node).gamma == 1.0
+
+
+def settings(criterion: Criterion) -> dict[str, Any]:
+    """A criterion's hyperparameters as built: its public attributes, buffers and sub-criteria."""
+    values: dict[str, Any] = {k: v for k, v in vars(criterion).items() if not k.startswith("_") and k != "training"}
+    values.update({f"buffer:{k}": v.tolist() for k, v in criterion.named_buffers(recurse=False)})
+    values.update({f"term:{k}": settings(child) for k, child in criterion.named_children()})
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(CRITERIA))
+def test_criterion_yaml_defaults_are_the_class_defaults(name: str) -> None:
+    """`criterion=<name>` builds what `CRITERIA[name]()` builds; arguments without a Python default
+    (weighted_sum's `terms`) are the YAML's example and are passed to both."""
+    from_yaml = instantiate(criterion_node(name), _partial_=True)
+    required = [p.name for p in inspect.signature(CRITERIA[name]).parameters.values()
+                if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    assert settings(from_yaml()) == settings(CRITERIA[name](**{k: from_yaml.keywords[k] for k in required}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import math
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from lit_prefopt import module_class
 from lit_prefopt.criteria.base import PairLogps
 from lit_prefopt.train import train
 
@@ -77,6 +79,15 @@ def test_dpop_needs_reference_logps(dpop_module) -> None:
 def test_dpop_rejects_a_negative_lambda_naming_the_key(dpop_module) -> None:
     with pytest.raises(ValueError, match=r"criterion\.dpop_lambda"):
         dpop_module.DPOPCriterion(dpop_lambda=-1.0)
+
+
+def test_dpop_gets_a_module_from_python(dpop_module) -> None:
+    """The guide's Python snippet: the generated module takes DPOP's hyperparameters by name."""
+    dpop_class = module_class(dpop_module.DPOPCriterion)
+    assert dpop_class.__name__ == "DPOPCriterionModule"
+    assert {"beta", "dpop_lambda", "nll_scale", "lr"} <= set(inspect.signature(dpop_class).parameters)
+    module = dpop_class(model="/ckpts/Llama-3.2-1B-Instruct", dpop_lambda=5.0, lr=5e-7)
+    assert isinstance(module.criterion, dpop_module.DPOPCriterion) and module.criterion.dpop_lambda == 5.0
 
 
 @pytest.mark.slow
