@@ -105,18 +105,24 @@ def test_shared_rows_encode_the_prompt_once() -> None:
     rows = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
     assert rows.input_ids.shape == (2, 12)  # 6 + 4 + 2 and 3 + 2 + 5 (padded to 12)
     assert rows.num_tokens == 12 + 10
-    assert rows.position_ids[0].tolist() == list(range(10)) + [6, 7]
-    mask = rows.attention_mask[0, 0]
+    segments = rows.segments
+    assert segments.positions[0].tolist() == list(range(10)) + [6, 7]
+    assert segments.pair[1].tolist() == [1] * 10 + [-1] * 2
+    assert segments.kind[1].tolist() == [0] * 3 + [1] * 7 + [-1] * 2
+    assert segments.completion[1].tolist() == [-1] * 3 + [0] * 2 + [1] * 5 + [-1] * 2
+    mask = segments.dense()[0, 0]
     assert not mask[10:, 6:10].any()  # rejected tokens never see the chosen completion
     assert mask[10:, :6].all()  # but see the whole prompt
+    assert torch.equal(mask[:10, :10], torch.ones(10, 10, dtype=torch.bool).tril())  # prompt + chosen: causal
+    assert torch.equal(mask[10:, 10:], torch.ones(2, 2, dtype=torch.bool).tril())
 
 
-def test_share_prompt_refuses_attention_without_4d_masks(tiny_llama) -> None:
+def test_share_prompt_refuses_attention_without_a_per_token_rule(tiny_llama) -> None:
     policy = HFCheckpoint(path=tiny_llama.path).load_policy()
     policy.config._attn_implementation = "flash_attention_2"
     batch = _batch(prompts=[3], chosen=[2], rejected=[2], vocab=50)
     batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
-    with pytest.raises(ValueError, match="data.share_prompt=true needs model.attn_implementation sdpa or eager"):
+    with pytest.raises(ValueError, match="data.share_prompt=true cannot run on model.attn_implementation=flash_attention_2"):
         sequence_logprobs(policy, batch)
 
 

@@ -15,10 +15,10 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 
 from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.collate import with_shared_prompts
 from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
 from lit_prefopt.data.loader import LightningStatefulLoader
 from lit_prefopt.data.scan import DataScan, scan_sources
-from lit_prefopt.data.shared_prefix import with_shared_prompts
 from lit_prefopt.data.sources import DataSources, resolve_sources
 from lit_prefopt.data.tokenize import PairTokenizer
 
