@@ -18,7 +18,7 @@ from torch.nn.functional import scaled_dot_product_attention
 from lit_prefopt.data.shared_prefix import share_prompts
 from lit_prefopt.kernels.attention.backends import check_implementation, check_usable
 from lit_prefopt.kernels.attention.segments import COMPLETION, PADDING, PROMPT, SegmentIds
-from lit_prefopt.kernels.attention.varlen import attend_in_segments, varlen_plan
+from lit_prefopt.kernels.attention.varlen import attend_in_segments, varlen_attention_forward, varlen_plan
 
 
 def per_segment_sdpa(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale, window_size, enable_gqa):
@@ -98,6 +98,24 @@ def test_varlen_plan_equals_the_dense_mask(segments: SegmentIds, window: int | N
     assert not varlen[~real].any()
 
 
+def test_transformers_dispatches_varlen_to_the_kernel(tiny_llama) -> None:
+    """Registered, `varlen` is a transformers attention implementation: a model loads with it and
+    its attention layers run torch's varlen kernel (which has no CPU implementation, so here the
+    call ends in NotImplementedError from the FlashAttention operator)."""
+    from transformers import AutoModelForCausalLM
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from lit_prefopt.kernels.attention import varlen
+
+    varlen.register()
+    assert ALL_ATTENTION_FUNCTIONS["varlen"] is varlen.varlen_attention_forward
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama.path, attn_implementation="varlen", dtype=torch.bfloat16)
+    segments = _shared_rows(prompts=[3], chosen=[2], rejected=[2])
+    with pytest.raises(NotImplementedError, match="_flash_attention_forward"):
+        model(input_ids=torch.ones(segments.shape, dtype=torch.long), position_ids=segments.positions,
+              varlen_plan=varlen_plan(segments))
+
+
 def test_unavailable_backends_are_refused_by_name() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="model.attn_implementation=varlen needs CUDA .*use model.attn_implementation=sdpa"):
@@ -108,6 +126,9 @@ def test_unavailable_backends_are_refused_by_name() -> None:
         check_usable("flex_attention", torch.device("cpu"))  # evaluation runs
     with pytest.raises(ValueError, match="model.attn_implementation=varlen runs on CUDA only"):
         check_usable("varlen", torch.device("cpu"))
+    states = torch.zeros(1, 2, 3, 4)
+    with pytest.raises(ValueError, match="take bfloat16 or float16: set model.dtype=bfloat16 or trainer.precision=bf16-mixed"):
+        varlen_attention_forward(torch.nn.Module(), states, states, states, None)
 
 
 @pytest.mark.slow
@@ -124,3 +145,29 @@ def test_flex_attention_forward_equals_sdpa(tiny_llama, tmp_path) -> None:
                             env=entry_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert result.stdout.count("max |flex - sdpa|") == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the varlen kernel (torch.nn.attention.varlen) runs on CUDA only")
+@pytest.mark.parametrize("layout", ["llama", "qwen"])
+def test_varlen_kernel_logprobs_equal_sdpa_on_cuda(tiny_llama, tmp_path, layout: str) -> None:
+    """The real kernel in a bfloat16 model: shared-prompt rows and plain padded rows through
+    `varlen` give SDPA's log-probs (bfloat16 noise apart) and the backward runs."""
+    from architectures import save_tiny_layout
+    from flex_parity import shared_batch
+    from lightning.pytorch.utilities import move_data_to_device
+
+    from lit_prefopt.kernels.logprobs import sequence_logprobs
+    from lit_prefopt.models.checkpoint import HFCheckpoint
+
+    directory = tiny_llama.path if layout == "llama" else str(save_tiny_layout(layout, tmp_path / layout, tiny_llama.path))
+    device = torch.device("cuda")
+    sdpa, varlen = (HFCheckpoint(path=directory, dtype="bfloat16", attn_implementation=name).load_policy().to(device)
+                    for name in ("sdpa", "varlen"))
+    batch = move_data_to_device(shared_batch(sdpa.config.vocab_size), device)
+    expected, _ = sequence_logprobs(sdpa, batch, chunk_size=4)
+    got, _ = sequence_logprobs(varlen, batch, chunk_size=4)
+    got.sum().backward()
+    torch.testing.assert_close(got.detach(), expected.detach(), atol=5e-2, rtol=2e-2)
+    batch.shared_prefix = None
+    plain, _ = sequence_logprobs(varlen, batch)
+    torch.testing.assert_close(plain.detach(), expected.detach(), atol=5e-2, rtol=2e-2)

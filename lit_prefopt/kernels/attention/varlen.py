@@ -126,7 +126,10 @@ def varlen_attention_forward(
     if dropout:
         raise ValueError("model.attn_implementation=varlen has no attention dropout: set the model's attention_dropout to 0")
     plan = varlen_plan if varlen_plan is not None else _rows_plan(attention_mask, query, key)
-    return attend_in_segments(query, key, value, plan, scaling, sliding_window, varlen_attn), None
+    dtype = query.dtype
+    half = _kernel_dtype(query)
+    query, key, value = query.to(half), key.to(half), value.to(half)
+    return attend_in_segments(query, key, value, plan, scaling, sliding_window, varlen_attn).to(dtype), None
 
 
 def register() -> None:
@@ -155,6 +158,19 @@ def _rows_plan(attention_mask: Tensor | None, query: Tensor, key: Tensor) -> Var
         cu_seq_k=steps * key_length,
         max_q=query_length,
         max_k=key_length,
+    )
+
+
+def _kernel_dtype(query: Tensor) -> torch.dtype:
+    """FlashAttention kernels take bfloat16/float16: float32 states (rotary embeddings promote them
+    under mixed precision) run in the autocast dtype, as transformers' flash path does."""
+    if query.dtype in (torch.bfloat16, torch.float16):
+        return query.dtype
+    if torch.is_autocast_enabled(query.device.type):
+        return torch.get_autocast_dtype(query.device.type)
+    raise ValueError(
+        "model.attn_implementation=varlen runs FlashAttention kernels, which take bfloat16 or float16: set "
+        "model.dtype=bfloat16 or trainer.precision=bf16-mixed (or use model.attn_implementation=sdpa for float32)"
     )
 
 
