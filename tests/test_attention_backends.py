@@ -38,7 +38,7 @@ def per_segment_sdpa(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale, window
     return torch.cat(outputs)
 
 
-def _shared_rows(prompts: list[int], chosen: list[int], rejected: list[int]) -> SegmentIds:
+def _shared_rows(prompts: list[int], chosen: list[int], rejected: list[int], pack_length: int | None = None) -> SegmentIds:
     rows, scored = [], []
     for lengths in (chosen, rejected):
         for prompt, n in zip(prompts, lengths):
@@ -48,7 +48,7 @@ def _shared_rows(prompts: list[int], chosen: list[int], rejected: list[int]) -> 
     ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
     mask = torch.tensor([[True] * len(r) + [False] * (width - len(r)) for r in rows])
     completion = torch.tensor([s + [False] * (width - len(s)) for s in scored])
-    return share_prompts(ids, mask, completion).segments
+    return share_prompts(ids, mask, completion, pack_length=pack_length).segments
 
 
 def _packed_row() -> SegmentIds:
@@ -84,7 +84,9 @@ def test_packed_row_rule_by_hand() -> None:
 
 
 @pytest.mark.parametrize("window", [None, 3])
-@pytest.mark.parametrize("segments", [_shared_rows([6, 9, 3, 1], [4, 1, 7, 2], [2, 6, 5, 3]), _packed_row()], ids=["shared", "packed"])
+@pytest.mark.parametrize("segments", [_shared_rows([6, 9, 3, 1], [4, 1, 7, 2], [2, 6, 5, 3]),
+                                      _shared_rows([6, 9, 3, 1], [4, 1, 7, 2], [2, 6, 5, 3], pack_length=30), _packed_row()],
+                         ids=["shared", "shared-packed", "three-completions"])
 def test_varlen_plan_equals_the_dense_mask(segments: SegmentIds, window: int | None) -> None:
     """Attention outputs through the varlen plan equal SDPA under the dense mask at every real token."""
     rows, length = segments.shape

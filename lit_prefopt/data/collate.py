@@ -48,7 +48,8 @@ def collate_pairs(
     )
 
 
-def with_shared_prompts(batch: PreferenceBatch) -> PreferenceBatch:
-    """The collate step of `data.share_prompt=true`: attach the shared layout to a padded batch."""
-    batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask)
+def with_shared_prompts(batch: PreferenceBatch, pack_length: int | None = None) -> PreferenceBatch:
+    """The collate step of `data.share_prompt=true`: attach the shared layout to a padded batch
+    (with `data.pack=true`, its pairs packed into rows of `pack_length` tokens)."""
+    batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, pack_length=pack_length)
     return batch

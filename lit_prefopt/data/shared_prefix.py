@@ -48,10 +48,10 @@ class ScoredTokens:
 
 @dataclass
 class SharedPrefixRows:
-    """B rows [prompt | chosen | rejected | pad]: their tokens, segment ids and scored tokens."""
+    """Rows [prompt | chosen | rejected | ... | pad]: their tokens, segment ids and scored tokens."""
 
-    input_ids: Tensor  # [B, T]
-    segments: SegmentIds  # pair p is row p; chosen is completion 0, rejected 1
+    input_ids: Tensor  # [rows, T]: B rows, or fewer when pairs are packed
+    segments: SegmentIds  # pair p has pair id p; chosen is completion 0, rejected 1
     scored: ScoredTokens
 
     @property
@@ -60,8 +60,16 @@ class SharedPrefixRows:
         return self.segments.num_tokens
 
 
-def share_prompts(input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, pad_id: int = 0) -> SharedPrefixRows:
-    """The shared-prefix layout of a padded 2B-row batch (rows [0,B) chosen, [B,2B) rejected)."""
+def share_prompts(
+    input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor, pad_id: int = 0, pack_length: int | None = None
+) -> SharedPrefixRows:
+    """The shared-prefix layout of a padded 2B-row batch (rows [0,B) chosen, [B,2B) rejected).
+
+    One pair per row, or with `pack_length` (`data.pack`) as many pairs per row as fit in that many
+    tokens, back to back: each pair goes into the first row with room left, in batch order, and
+    only the end of a row is padding. Pairs never attend to each other (their pair ids differ)
+    and positions restart per pair, so the log-probs stay those of the padded layout.
+    """
     pairs = input_ids.shape[0] // 2
     lengths = attention_mask.sum(dim=1).tolist()
     first_scored = _first_true(completion_mask).tolist()
@@ -74,25 +82,44 @@ def share_prompts(input_ids: Tensor, attention_mask: Tensor, completion_mask: Te
         rows_ids.append(torch.cat([chosen, rejected[same:]]))
         prefixes.append(same)
         chosen_ends.append(lengths[p])
-    width = max(len(r) for r in rows_ids)
-    ids = torch.full((pairs, width), pad_id, dtype=input_ids.dtype)
-    pair = torch.full((pairs, width), PADDING, dtype=torch.long)
-    kind = torch.full((pairs, width), PADDING, dtype=torch.long)
-    completion = torch.full((pairs, width), -1, dtype=torch.long)
-    positions = torch.zeros((pairs, width), dtype=torch.long)
-    for p, row in enumerate(rows_ids):
-        n, prefix, end = len(row), prefixes[p], chosen_ends[p]
-        ids[p, :n] = row
-        pair[p, :n] = p
-        kind[p, :prefix] = PROMPT
-        kind[p, prefix:n] = COMPLETION
-        completion[p, prefix:end] = 0
-        completion[p, end:n] = 1
-        positions[p, :end] = torch.arange(end)
-        positions[p, end:n] = torch.arange(prefix, prefix + n - end)
+    places = _places([len(r) for r in rows_ids], pack_length)
+    rows = 1 + max(row for row, _ in places)
+    width = max(offset + len(ids) for (_, offset), ids in zip(places, rows_ids))
+    ids = torch.full((rows, width), pad_id, dtype=input_ids.dtype)
+    pair = torch.full((rows, width), PADDING, dtype=torch.long)
+    kind = torch.full((rows, width), PADDING, dtype=torch.long)
+    completion = torch.full((rows, width), -1, dtype=torch.long)
+    positions = torch.zeros((rows, width), dtype=torch.long)
+    for p, (tokens, (row, start)) in enumerate(zip(rows_ids, places)):
+        n, prefix, end = len(tokens), prefixes[p], chosen_ends[p]
+        ids[row, start : start + n] = tokens
+        pair[row, start : start + n] = p
+        kind[row, start : start + prefix] = PROMPT
+        kind[row, start + prefix : start + n] = COMPLETION
+        completion[row, start + prefix : start + end] = 0
+        completion[row, start + end : start + n] = 1
+        positions[row, start : start + end] = torch.arange(end)
+        positions[row, start + end : start + n] = torch.arange(prefix, prefix + n - end)
     device = input_ids.device
     segments = SegmentIds(pair.to(device), kind.to(device), completion.to(device), positions.to(device))
-    return SharedPrefixRows(ids.to(device), segments, _shared_scored(completion_mask, prefixes, chosen_ends))
+    return SharedPrefixRows(ids.to(device), segments, _shared_scored(completion_mask, prefixes, chosen_ends, places))
+
+
+def _places(lengths: list[int], pack_length: int | None) -> list[tuple[int, int]]:
+    """(row, first column) of each pair's tokens: its own row, or first fit into rows of `pack_length`."""
+    if pack_length is None:
+        return [(p, 0) for p in range(len(lengths))]
+    filled: list[int] = []
+    places = []
+    for n in lengths:
+        if n > pack_length:
+            raise ValueError(f"a pair of {n} shared-row tokens does not fit data.pack_length={pack_length}")
+        row = next((r for r, used in enumerate(filled) if used + n <= pack_length), len(filled))
+        if row == len(filled):
+            filled.append(0)
+        places.append((row, filled[row]))
+        filled[row] += n
+    return places
 
 
 def _first_true(mask: Tensor) -> Tensor:
@@ -102,12 +129,12 @@ def _first_true(mask: Tensor) -> Tensor:
     return torch.where(mask.bool(), columns, width).min(dim=1).values
 
 
-def _shared_scored(completion_mask: Tensor, prefixes: list[int], chosen_ends: list[int]) -> ScoredTokens:
-    """Map each scored (row, t) of the padded layout to its place in the shared row.
+def _shared_scored(completion_mask: Tensor, prefixes: list[int], chosen_ends: list[int], places: list[tuple[int, int]]) -> ScoredTokens:
+    """Map each scored (row, t) of the padded layout to its place in the shared rows.
 
-    Chosen tokens keep their columns. A rejected token at column t moves right by the chosen
-    completion's length; the rejected completion's first token is predicted from the prompt's
-    last position, which does not move.
+    Within its pair's span, a chosen token keeps its column; a rejected token at column t moves
+    right by the chosen completion's length; the rejected completion's first token is predicted
+    from the prompt's last position, which does not move. The span starts at the pair's place.
     """
     pairs = completion_mask.shape[0] // 2
     rows, targets = completion_mask.nonzero(as_tuple=True)
@@ -115,6 +142,7 @@ def _shared_scored(completion_mask: Tensor, prefixes: list[int], chosen_ends: li
     is_rejected = rows >= pairs
     prefix = torch.tensor(prefixes, device=rows.device)[pair]
     shift = (torch.tensor(chosen_ends, device=rows.device)[pair] - prefix) * is_rejected
+    shared_row, start = torch.tensor(places, device=rows.device)[pair].unbind(1)
     sources = targets - 1
     sources = torch.where(sources >= prefix, sources + shift, sources)
-    return ScoredTokens(pair, sources, targets + shift, rows)
+    return ScoredTokens(shared_row, sources + start, targets + shift + start, rows)
