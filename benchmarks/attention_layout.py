@@ -112,7 +112,8 @@ def measure(length: int, collate_pairs: int, step_tokens: int, repeats: int, bef
                               position_ids=old_rows.position_ids)
     steps = seconds(lambda: step(model, old_rows, old_inputs),
                     lambda: step(model, new_rows, lambda: attention_inputs(model, new_rows.segments)), repeats)
-    result.update(step_pairs=step_pairs, step_s_before=steps[0], step_s_after=steps[1])
+    _, mask = seconds(lambda: None, lambda: attention_inputs(model, new_rows.segments), repeats)
+    result.update(step_pairs=step_pairs, step_s_before=steps[0], step_s_after=steps[1], mask_s_after=mask)
     return result
 
 
@@ -124,18 +125,18 @@ def markdown(results: list[dict], revision: str) -> str:
         f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}), "
         "SDPA, medians. Collate: building the shared layout of a batch, one thread (as in a DataLoader worker); "
         "bytes: what it ships per batch. "
-        "Step: forward + backward of the small Llama, the mask built inside the step (after) or taken from "
-        "the collate (before).",
+        "Step: forward + backward of the small Llama, the mask built inside the step (after; the last column "
+        "is that build alone) or taken from the collate (before).",
         "",
         "| row tokens | collate pairs | collate s before | collate s after | collate MiB before | collate MiB after "
-        "| step pairs | step s before | step s after |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| step pairs | step s before | step s after | of which mask s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['row_tokens']:,} | {r['collate_pairs']} | {r['collate_s_before']:.4f} | {r['collate_s_after']:.4f} "
             f"| {r['collate_bytes_before'] / 2**20:,.1f} | {r['collate_bytes_after'] / 2**20:,.2f} "
-            f"| {r['step_pairs']} | {r['step_s_before']:.2f} | {r['step_s_after']:.2f} |"
+            f"| {r['step_pairs']} | {r['step_s_before']:.2f} | {r['step_s_after']:.2f} | {r['mask_s_after']:.3f} |"
         )
     return "\n".join(lines) + "\n"
 
