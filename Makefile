@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test test-fast bench clean
+.PHONY: install train test test-fast bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ test-fast: $(STAMP)
 ## Side-by-side benchmark against TRL (see benchmarks/README.md).
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(ARGS)
+
+## The GPU check on one GPU, ~8 minutes (benchmarks/README.md, "GPU check"); ARGS adds e.g. --smoke.
+## It runs with GPU_PYTHON (default: the python on PATH, with its own CUDA torch) and installs
+## nothing, since a GPU machine is often offline (the README shows how to carry the wheels there).
+GPU_PYTHON ?= python
+gpu-check:
+	$(GPU_PYTHON) -m benchmarks.gpu_check $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -50,7 +50,7 @@ def run_child(args: list[str], log_path: Path, env: dict[str, str], timeout_s: f
 def child_env(mmap_threshold: int | None) -> dict[str, str]:
     """The environment both systems run under: offline, quiet, and the same malloc settings.
 
-    DESIGN.md section 8: with glibc's dynamic mmap threshold, big per-step allocations are
+    docs/ARCHITECTURE.md#cpu-performance-notes: with glibc's dynamic mmap threshold, big per-step allocations are
     mmapped and page-faulted afresh each step; a fixed high threshold keeps them in the heap.
     """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",

@@ -1,11 +1,12 @@
 """The data pipeline alone: validation-scan cost and tokenized pairs per second.
 
-    python -m benchmarks.data_pipeline [--pairs 1000000] [--batches 200]
+    python -m benchmarks.data_pipeline [--pairs 1000000] [--batches 200] [--pairs-file FILE]
 
 Writes N synthetic pairs (lit_prefopt.data.synthetic, ~150 bytes each) to a temporary file,
 times `PreferenceDataModule.scan()` over them (the check that runs before the model loads), then
 times the training loader alone (read, shuffle, tokenize with the tiny model's tokenizer,
-batch, collate) with 0 and 2 dataloader workers on hh-harmless. Results go to
+batch, collate) with 0 and 2 dataloader workers on real HH-RLHF pairs (--pairs-file, default the
+shipped data/hh_harmless/train.jsonl). Results go to
 benchmarks/results/data_pipeline.json and are printed as a table.
 """
 
@@ -19,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.fixture import DEFAULT_PAIRS
 from lit_prefopt.data.datamodule import PreferenceDataModule
 from lit_prefopt.data.synthetic import make_pair
 from lit_prefopt.models.tiny import TinyLlama
 
-HH_TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-harmless" / "train.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -65,6 +66,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1_000_000, help="synthetic pairs to scan")
     parser.add_argument("--batches", type=int, default=150, help="loader batches to time")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--pairs-file", type=Path, default=DEFAULT_PAIRS, help="JSONL pairs the loader is timed on")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
@@ -75,7 +77,7 @@ def main() -> None:
     checkpoint = TinyLlama(vocab_size=8192)
     checkpoint.prepare()
     tokenizer = checkpoint.load_tokenizer()
-    loaders = [time_loader(tokenizer, [str(HH_TRAIN)], w, args.batches, args.batch_size) for w in (0, 2)]
+    loaders = [time_loader(tokenizer, [str(args.pairs_file)], w, args.batches, args.batch_size) for w in (0, 2)]
     result = {"scan": scan, "loader_hh_harmless": loaders, "cpus": os.cpu_count(), "load_average": os.getloadavg()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "data_pipeline.json").write_text(json.dumps(result, indent=2))

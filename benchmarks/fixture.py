@@ -2,7 +2,7 @@
 
 Both systems must see exactly the same tokens, so the pairs are filtered to those that neither
 system truncates (prompt + longer completion within the cap) and whose prompt+completion
-tokenizes the same jointly (TRL) and separately (lit_prefopt, DESIGN.md section 3). Without
+tokenizes the same jointly (TRL) and separately (lit_prefopt, docs/ARCHITECTURE.md#data-records-and-tokenization). Without
 that, a throughput ratio would partly measure different truncation rules.
 """
 
@@ -15,7 +15,15 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.collate import collate_pairs
+from lit_prefopt.data.records import PreferenceRecord
+from lit_prefopt.data.tokenize import PairTokenizer
 from lit_prefopt.models.tiny import save_tiny_llama
+
+# Real HH-RLHF pairs shipped with the repository (data/hh_harmless/, MIT; see its README). The
+# published results used the whole 1,791-pair conversion: pass such a file with --pairs-file.
+DEFAULT_PAIRS = Path(__file__).resolve().parents[1] / "data" / "hh_harmless" / "train.jsonl"
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,7 @@ class ModelShape:
     intermediate_size: int = 688
     vocab_size: int = 8192
     max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = False
 
 
 def read_pairs(path: Path) -> Iterator[dict]:
@@ -61,8 +70,16 @@ def _widen_vocabulary(target: Path, vocab_size: int) -> None:
     model.save_pretrained(target, safe_serialization=True)
 
 
+def collate_records(tokenizer: PreTrainedTokenizerBase, records: list[dict]) -> PreferenceBatch:
+    """lit_prefopt's own tokenization and collation of `records`, in order: the padded batch its
+    loader would yield for them."""
+    tokenize = PairTokenizer(tokenizer)
+    pairs = [tokenize(PreferenceRecord(r["src"], r["tgt_chosen"], r["tgt_rejected"], where="benchmark")) for r in records]
+    return collate_pairs(pairs, tokenize.pad)
+
+
 def pair_lengths(tokenizer: PreTrainedTokenizerBase, pair: dict) -> tuple[int, int, int] | None:
-    """(prompt, chosen, rejected) token counts under DESIGN.md's rule, or None when a joint
+    """(prompt, chosen, rejected) token counts under lit_prefopt's rule (docs/ARCHITECTURE.md#data-records-and-tokenization), or None when a joint
     tokenization of prompt+completion (TRL's) would give different tokens."""
     prompt = tokenizer(pair["src"])["input_ids"]
     counts = [len(prompt)]

@@ -15,17 +15,28 @@ import torch
 from transformers import PretrainedConfig
 
 
-def matmul_flops_per_s(sizes: tuple[int, ...] = (512, 1024, 2048), repeats: int = 5) -> float:
-    """The best float32 matmul rate over a few square sizes, on the threads torch uses."""
+def matmul_flops_per_s(
+    sizes: tuple[int, ...] = (512, 1024, 2048), repeats: int = 5, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> float:
+    """The best matmul rate over a few square sizes: float32 on the CPU's threads by default, or
+    e.g. bfloat16 on a GPU (the peak an MFU is quoted against there). GPU kernels run
+    asynchronously, so the clock is read only after the device has finished."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b  # warm-up
+        a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+        a @ b  # warm-up (and, on a GPU, kernel selection)
+        _synchronize(device)
         started = time.perf_counter()
         for _ in range(repeats):
             a @ b
+        _synchronize(device)
         best = max(best, 2 * n**3 * repeats / (time.perf_counter() - started))
     return best
+
+
+def _synchronize(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def forward_flops_per_token(config: PretrainedConfig, context: float) -> float:

@@ -13,9 +13,9 @@ on these 8 pairs they move the summed log-probs by float32 rounding (~2e-4 on su
 
 Two definitional differences in TRL's NLL term are reported rather than hidden, so compare
 the preference term and log-probs for those: TRL's CPO/ORPO NLL is the token-weighted mean
-over all chosen tokens of the batch, lit_prefopt's (DESIGN.md section 4) the mean over pairs of
+over all chosen tokens of the batch, lit_prefopt's (docs/ARCHITECTURE.md#log-probs-and-loss-conventions) the mean over pairs of
 each pair's per-token NLL (they coincide for one pair, hence the batch of one); and TRL's
-ORPO NLL also scores the prompt tokens, which DESIGN.md masks out.
+ORPO NLL also scores the prompt tokens, which lit_prefopt masks out.
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from benchmarks.fixture import collate_records
 from benchmarks.trl_runner import build_trainer
 from lit_prefopt.criteria.base import PairLogps
-from lit_prefopt.data.collate import collate_pairs
-from lit_prefopt.data.records import PreferenceRecord
-from lit_prefopt.data.tokenize import PairTokenizer
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
 
@@ -69,10 +67,7 @@ def trl_first_step(trainer, criterion: str, batch_size: int) -> dict:
 
 def lit_first_step(checkpoint: HFCheckpoint, criterion_name: str, records: list[dict]) -> dict:
     """lit_prefopt's tokenization, collation, log-probs and criterion on the same pairs."""
-    tokenizer = checkpoint.load_tokenizer()
-    tokenize = PairTokenizer(tokenizer)
-    pairs = [tokenize(PreferenceRecord(r["src"], r["tgt_chosen"], r["tgt_rejected"], where="parity")) for r in records]
-    batch = collate_pairs(pairs, tokenize.pad)
+    batch = collate_records(checkpoint.load_tokenizer(), records)
     criterion = instantiate(OmegaConf.load(CONF / f"{criterion_name}.yaml"))
     policy = checkpoint.load_policy()
     with torch.no_grad():

@@ -21,13 +21,12 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from benchmarks.child import child_env, run_child
-from benchmarks.fixture import ModelShape, build_checkpoint, read_pairs, write_long_pairs, write_pairs
+from benchmarks.fixture import DEFAULT_PAIRS, ModelShape, build_checkpoint, read_pairs, write_long_pairs, write_pairs
 from benchmarks.flops import matmul_flops_per_s, step_flops
 from benchmarks.report import write_markdown
 from benchmarks.step_log import summarize
 from benchmarks.systems import RunSpec, Workload, lit_args, trl_args
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hh-harmless" / "train.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results"
 CRITERIA = ("dpo", "simpo", "cpo", "orpo")
 SMOKE_SHAPE = ModelShape(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
@@ -130,6 +129,8 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "memory", "parity"])
     parser.add_argument("--mmap-threshold", type=int, default=32 * 1024 * 1024,
                         help="MALLOC_MMAP_THRESHOLD_ for both systems (0: leave glibc's default)")
+    parser.add_argument("--pairs-file", type=Path, default=DEFAULT_PAIRS,
+                        help="JSONL text records {src, tgt_chosen, tgt_rejected} (default: the shipped HH-RLHF sample)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--timeout", type=float, default=1200)
     args = parser.parse_args()
@@ -140,10 +141,10 @@ def main() -> None:
     env = child_env(args.mmap_threshold or None)
     root = Path(tempfile.mkdtemp(prefix="lit_prefopt_bench_"))
     try:
-        corpus = list(read_pairs(DATA))
+        corpus = list(read_pairs(args.pairs_file))
         shape = SMOKE_SHAPE if smoke else ModelShape()
         checkpoint = build_checkpoint(root / "model", shape, corpus)
-        pairs = write_pairs(DATA, checkpoint, root / "pairs.jsonl", max_len, limit=64 if smoke else None)
+        pairs = write_pairs(args.pairs_file, checkpoint, root / "pairs.jsonl", max_len, limit=64 if smoke else None)
         work = Workload(checkpoint, pairs.path, max_len, 2 if smoke else 8, args.lr, steps)
         config = AutoConfig.from_pretrained(checkpoint)
         report = {
@@ -152,6 +153,7 @@ def main() -> None:
             "matmul_flops_per_s": matmul_flops_per_s((256,) if smoke else (512, 1024, 2048)),
             "workload": {**{k: str(v) for k, v in work.__dict__.items()}, "pairs": pairs.as_dict(),
                          "model": shape.__dict__, "parameters": _parameters(checkpoint)},
+            "pairs_file": str(args.pairs_file),
             "env": {"MALLOC_MMAP_THRESHOLD_": env.get("MALLOC_MMAP_THRESHOLD_")},
             "runs": [],
         }
@@ -169,7 +171,7 @@ def main() -> None:
                     report["runs"].append(result)
             add_ratios(report["runs"])
         if "memory" not in args.skip:
-            report["memory"] = memory_runs(root, env, args.timeout, smoke, corpus)
+            report["memory"] = memory_runs(args.pairs_file, root, env, args.timeout, smoke, corpus)
         if "parity" not in args.skip:
             report["parity"] = parity_runs(work, root, env, args.criteria, args.timeout)
         report["machine"]["load_average_after"] = os.getloadavg()
@@ -201,13 +203,13 @@ def reference_cache_runs(work: Workload, root: Path, env: dict, timeout_s: float
     return results
 
 
-def memory_runs(root: Path, env: dict, timeout_s: float, smoke: bool, corpus: list[dict]) -> dict:
+def memory_runs(pairs_file: Path, root: Path, env: dict, timeout_s: float, smoke: bool, corpus: list[dict]) -> dict:
     """Peak RSS with a 128,256-entry vocabulary, ~1,800-token pairs, 2 pairs per step, 2,048 cap."""
     shape = SMOKE_SHAPE if smoke else ModelShape()
     vocab = 4096 if smoke else 128_256
     checkpoint = build_checkpoint(root / "model_128k", shape, corpus, model_vocab=vocab)
     prompt_tokens = 100 if smoke else 1_650
-    pairs = write_long_pairs(DATA, checkpoint, root / "long_pairs.jsonl", prompt_tokens, count=8 if smoke else 24)
+    pairs = write_long_pairs(pairs_file, checkpoint, root / "long_pairs.jsonl", prompt_tokens, count=8 if smoke else 24)
     work = Workload(checkpoint, pairs.path, 256 if smoke else 2048, 2, 1e-4, 2 if smoke else 4)
     runs = [
         RunSpec("mem_trl", "trl", "dpo", {"gradient_checkpointing": True}, True),

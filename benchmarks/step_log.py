@@ -29,6 +29,10 @@ class StepLog:
 
     def write(self, path: Path) -> None:
         record = {**self.__dict__, "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+        # Imported only after the RSS peak is read, so the import cannot raise the reported peak.
+        from lit_prefopt.outputs.report import peak_cuda_memory_gib
+
+        record["peak_cuda_gib"] = peak_cuda_memory_gib()
         path.write_text(json.dumps(record))
 
 
@@ -51,4 +55,6 @@ def summarize(record: dict, warmup: int) -> dict[str, float]:
         "tokens_per_s": timed_tokens / seconds,
         "pairs_per_step": timed_pairs / steps,
         "tokens_timed": timed_tokens,
+        # torch's allocator high-water mark on the GPU (None on CPU, and in logs of older runs).
+        "peak_cuda_gib": record.get("peak_cuda_gib"),
     }

@@ -45,6 +45,7 @@ def trl_args(run: RunSpec, work: Workload, run_dir: Path, log_path: Path) -> lis
         "steps": work.steps,
         "lr": work.lr,
         "gradient_checkpointing": run.settings.get("gradient_checkpointing", True),
+        **{key: run.settings[key] for key in ("bf16", "use_cpu") if key in run.settings},
         "result": str(log_path),
     }
     run_dir.mkdir(parents=True, exist_ok=True)

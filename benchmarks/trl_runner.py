@@ -1,7 +1,8 @@
 """One TRL training run in its own process: `python -m benchmarks.trl_runner SPEC.json`.
 
 TRL keeps its defaults except what the comparison fixes: model and pairs, 8 pairs per step,
-the 512-token cap, float32 on CPU, the learning rate, the step count, the criterion's
+the 512-token cap, float32 on CPU (or, from the GPU check, float32 weights with bf16 autocast
+on a GPU: `bf16` and `use_cpu` in the spec), the learning rate, the step count, the criterion's
 hyperparameters (so both optimize the same objective) and whether gradient checkpointing is on
 (reported both ways). Checkpoint saving and reporting integrations are off, as in lit_prefopt's
 run, so neither pays for I/O inside the timed steps.
@@ -53,8 +54,8 @@ def build_trainer(spec: dict[str, Any]):
         max_steps=spec["steps"],
         learning_rate=spec["lr"],
         gradient_checkpointing=spec["gradient_checkpointing"],
-        bf16=False,
-        use_cpu=True,
+        bf16=spec.get("bf16", False),
+        use_cpu=spec.get("use_cpu", True),
         model_init_kwargs={"dtype": torch.float32},
         save_strategy="no",
         report_to=[],

@@ -1,4 +1,4 @@
-"""The per-pair values behind the metric names of DESIGN.md section 5.
+"""The per-pair values behind the metric names in docs/ARCHITECTURE.md#metric-names.
 
 Each value is per pair, so the module can average it over an optimizer step (train/...) or
 over the whole validation set and all ranks (val/...) with the same definition.

@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
 from lit_prefopt.criteria.base import Criterion, PairLogps
-from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.batch import DATA_COUNTERS, PreferenceBatch
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint
@@ -63,7 +63,7 @@ class PreferenceModule(LightningModule):
         self.consecutive_skips = 0
         self.tokens_seen = 0
         # Run totals of the data counters the batches carry (truncated, dropped, skipped pairs).
-        self.data_counts: dict[str, int] = {}
+        self.data_counts: dict[str, int] = dict.fromkeys(DATA_COUNTERS, 0)
         self.last_validated_step = -1
         self.policy: PreTrainedModel | None = None
         self.__dict__["reference"] = None
@@ -149,8 +149,8 @@ class PreferenceModule(LightningModule):
         sums["_pairs"] = weights.sum()
         sums["_tokens"] = (batch.attention_mask.sum(dim=1).float() * row_weights).sum()
         sums["_positions"] = row_weights.sum() * batch.attention_mask.shape[1]
-        for name, count in batch.counts.items():
-            sums[f"_count/{name}"] = torch.tensor(float(count), device=weights.device)
+        for name in DATA_COUNTERS:  # every counter on every rank, absent ones as 0
+            sums[f"_count/{name}"] = torch.tensor(float(batch.counts.get(name, 0)), device=weights.device)
         for name, value in sums.items():
             self._step_sums[name] = self._step_sums.get(name, 0.0) + value
 
@@ -162,9 +162,8 @@ class PreferenceModule(LightningModule):
         pairs = sums.pop("_pairs").clamp(min=1.0)
         tokens = sums.pop("_tokens")
         positions = sums.pop("_positions").clamp(min=1.0)
-        for name in [n for n in sums if n.startswith("_count/")]:
-            key = name.removeprefix("_count/")
-            self.data_counts[key] = self.data_counts.get(key, 0) + int(sums.pop(name).item())
+        for name in DATA_COUNTERS:
+            self.data_counts[name] += int(sums.pop(f"_count/{name}").item())
         self.tokens_seen += int(tokens.item())
         # Lightning divided each micro-batch loss by accumulate_grad_batches and data parallelism
         # averaged over ranks; undo both and divide by the step's real pair count instead.
@@ -205,7 +204,10 @@ class PreferenceModule(LightningModule):
                 logger.log_metrics(floats, step=step)
 
     def _reduced_step_sums(self) -> dict[str, Tensor]:
-        names = list(self._step_sums)
+        """The step's sums over all ranks in one all-reduce. The names are the same fixed set on
+        every rank (metrics of the criterion, totals, every declared data counter); sorting them
+        makes the order independent of which micro-batch first produced each one."""
+        names = sorted(self._step_sums)
         totals = torch.stack([torch.as_tensor(self._step_sums[n], device=self.device).float() for n in names])
         if self.trainer.world_size > 1:
             totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
@@ -261,7 +263,7 @@ class PreferenceModule(LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped_steps = checkpoint.get("skipped_steps", 0)
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
-        self.data_counts = dict(checkpoint.get("data_counts", {}))
+        self.data_counts = {**dict.fromkeys(DATA_COUNTERS, 0), **checkpoint.get("data_counts", {})}
 
 
 _PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy", "tokens_per_s"}

@@ -36,7 +36,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path is None and rank_zero_only.rank == 0:
         claim_run_dir(run_dir, resume_requested=cfg.ckpt_path is not None)
     seed_everything(cfg.seed, workers=True)
-    # Denormal floats made CPU steps several times slower (DESIGN.md section 8).
+    # Denormal floats made CPU steps several times slower (docs/ARCHITECTURE.md#cpu-performance-notes).
     torch.set_flush_denormal(True)
 
     criterion = build(cfg.criterion)

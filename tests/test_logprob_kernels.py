@@ -76,7 +76,7 @@ def test_kernels_match_plain_path(policy, shared: bool, chunk_size: int, pack_le
 def layouts(tiny_llama, tmp_path_factory) -> dict[tuple[str, bool], str]:
     """Tiny Qwen2 (a full and a sliding layer) and Mistral (all sliding) checkpoints, with and
     without their sliding window (same weights)."""
-    from architectures import LAYOUTS, save_tiny_layout
+    from tests.architectures import LAYOUTS, save_tiny_layout
 
     root = tmp_path_factory.mktemp("layouts")
     return {

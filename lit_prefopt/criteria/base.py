@@ -83,7 +83,7 @@ class PairLogps:
 
 @dataclass
 class CriterionOutput:
-    """Per-pair preference losses [B] and detached rewards [B] (DESIGN.md section 5)."""
+    """Per-pair preference losses [B] and detached rewards [B] (docs/ARCHITECTURE.md#log-probs-and-loss-conventions)."""
 
     losses: Tensor
     chosen_rewards: Tensor
@@ -128,5 +128,5 @@ class Criterion(nn.Module):
 
 
 def as_float32(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """Loss math runs in float32 whatever the model dtype (DESIGN.md section 4)."""
+    """Loss math runs in float32 whatever the model dtype (docs/ARCHITECTURE.md#log-probs-and-loss-conventions)."""
     return tuple(t.to(torch.float32) for t in tensors)

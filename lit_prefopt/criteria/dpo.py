@@ -5,8 +5,8 @@ D = (s_w - s_w^ref) - (s_l - s_l^ref) over summed completion log-probs, or per-t
 when `length_normalization` (length-normalized DPO, `criterion=ln_dpo`). eps = 0 is plain DPO;
 eps > 0 is conservative DPO (Mitchell, 2023, "A note on DPO with noisy preferences"), the
 cross-entropy against labels that are flipped with probability eps (`criterion=cdpo`).
-The logged rewards are beta * (s - s_ref) over summed log-probs in both forms (DESIGN.md
-section 5).
+The logged rewards are beta * (s - s_ref) over summed log-probs in both forms
+(docs/ARCHITECTURE.md#log-probs-and-loss-conventions).
 RPO (Pang et al., 2024) is this loss plus nll_scale * NLL_w (`criterion=rpo`).
 """
 

@@ -2,10 +2,9 @@
 Preferences"): a squared loss that holds the log-ratio margin at 1/(2 beta).
 
 loss = (D_avg - 1/(2 beta))^2 with D_avg from per-token *average* log-probs. The paper writes D
-over summed log-probs; its authors confirmed the length-normalized form, which TRL uses and
-DESIGN.md section 4 fixes, so the target margin is 1/(2 beta) nats per token. The logged rewards
-are those of every reference criterion, beta * (s - s_ref) over summed log-probs (DESIGN.md
-section 5, as TRL logs IPO's).
+over summed log-probs; its authors confirmed the length-normalized form, which TRL uses, so the target margin is 1/(2 beta) nats per token. The logged rewards
+are those of every reference criterion, beta * (s - s_ref) over summed log-probs (docs/ARCHITECTURE.md#log-probs-and-loss-conventions,
+as TRL logs IPO's).
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class RewardCriterion(Criterion):
 
     def with_summed_rewards(self, losses: Tensor, logps: PairLogps) -> CriterionOutput:
         """`losses` with the rewards every reference criterion logs, beta * (s - s_ref) over
-        *summed* log-probs (DESIGN.md section 5, as TRL logs them), also when the loss itself is
+        *summed* log-probs (docs/ARCHITECTURE.md#log-probs-and-loss-conventions, as TRL logs them), also when the loss itself is
         length-normalized (IPO, LN-DPO), so dashboards compare across criteria."""
         chosen, rejected = implicit_rewards(*logps.reduced("sum"), *logps.reference_reduced("sum"), self.beta)
         return CriterionOutput(losses, chosen.detach(), rejected.detach())

@@ -14,6 +14,13 @@ from torch import Tensor
 
 from lit_prefopt.data.shared_prefix import SharedPrefixRows
 
+# Every data counter a batch can carry, in the order ranks reduce them. Declared once so that
+# every data-parallel rank all-reduces the same values whatever its own batches held (a rank
+# that truncated nothing still reduces a 0): a per-rank key set made the reduction's length
+# differ across ranks, which crashes gloo and can hang NCCL. `padding_batches` counts the
+# zero-weight batches that even out ranks; it is not a property of the data.
+DATA_COUNTERS = ("truncated", "dropped", "skipped", "padding_batches")
+
 
 @dataclass
 class PreferenceBatch:
@@ -28,8 +35,8 @@ class PreferenceBatch:
     `shared_prefix`, when set (`data.share_prompt`), is the same pairs as one row each with the
     prompt encoded once (several pairs per row with `data.pack`), their attention rule as segment
     ids; the log-prob kernel then uses it instead of the padded rows.
-    `counts` carries per-batch deltas of data counters (truncated, dropped, skipped pairs) from
-    the workers that made the batch, so the module can log run totals.
+    `counts` carries per-batch deltas of data counters (names from `DATA_COUNTERS`) from the
+    workers that made the batch, so the module can log run totals.
     """
 
     input_ids: Tensor
@@ -41,6 +48,11 @@ class PreferenceBatch:
     ids: list[str] = field(default_factory=list)
     shared_prefix: SharedPrefixRows | None = None
     counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.counts) - set(DATA_COUNTERS)
+        if unknown:
+            raise ValueError(f"undeclared data counters {sorted(unknown)}: add them to DATA_COUNTERS")
 
     @property
     def num_pairs(self) -> int:

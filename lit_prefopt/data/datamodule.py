@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 class PreferenceDataModule(LightningDataModule):
-    """Streams JSONL preference pairs (DESIGN.md section 3) as `PreferenceBatch`es.
+    """Streams JSONL preference pairs (docs/ARCHITECTURE.md#data-records-and-tokenization) as `PreferenceBatch`es.
 
     `batch_size` pairs per batch, or, when `max_num_tokens` is set, length-bucketed batches of at
     most that many padded tokens (then `batch_size` is not used). `share_prompt` lays each pair out

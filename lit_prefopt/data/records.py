@@ -1,6 +1,6 @@
 """What a valid preference record is, and what exactly is wrong with an invalid one.
 
-Two record kinds may share a file (DESIGN.md section 3):
+Two record kinds may share a file (docs/ARCHITECTURE.md#data-records-and-tokenization):
 - text: `{"src": str, "tgt_chosen": str, "tgt_rejected": str}`, tokenized by fairseq2's rule;
 - chat: `{"prompt": [messages], "chosen": [messages], "rejected": [messages]}`, OpenAI-style
   messages rendered with the tokenizer's chat template; the completions are assistant messages.

@@ -34,7 +34,7 @@ OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "times": lambda 
 
 
 def make_pair(rng: random.Random, index: int) -> dict:
-    """One record in the default schema (DESIGN.md section 3)."""
+    """One record in the default schema (docs/ARCHITECTURE.md#data-records-and-tokenization)."""
     op = rng.choice(list(OPERATIONS))
     a, b = rng.randint(2, 40), rng.randint(2, 40)
     result = OPERATIONS[op](a, b)

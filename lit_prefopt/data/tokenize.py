@@ -3,7 +3,7 @@
 The tokenized pair keeps the prompt and the two completions apart, so a collator can stack
 `prompt + chosen` and `prompt + rejected` rows, or encode the shared prompt once.
 
-Text records (DESIGN.md section 3): the prompt is tokenized alone with no special tokens, then
+Text records (docs/ARCHITECTURE.md#data-records-and-tokenization): the prompt is tokenized alone with no special tokens, then
 the tokenizer's BOS is put in front when it has one; each completion is tokenized alone with no
 special tokens and EOS appended. Tokenizing with `add_special_tokens=False` and adding BOS/EOS
 by hand gives the same ids for every tokenizer, whatever its post-processor would add.

@@ -18,7 +18,7 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
 
     hidden: [M, d] (the positions that predict scored tokens), weight: [V, d] (the LM head),
     targets: [M]. Returns float32 [M]. The matmul runs in the model's dtype and the softmax in
-    float32, as the plain path does (DESIGN.md section 4).
+    float32, as the plain path does (docs/ARCHITECTURE.md#log-probs-and-loss-conventions).
     """
 
     @staticmethod

@@ -1,6 +1,6 @@
 """Per-sequence log-probs of completion tokens: the bridge from a causal LM to the criteria.
 
-Everything here runs in float32 whatever the model dtype (DESIGN.md section 4). The token
+Everything here runs in float32 whatever the model dtype (docs/ARCHITECTURE.md#log-probs-and-loss-conventions). The token
 log-prob is `logit[target] - logsumexp(logits)`, which never materializes a second
 full-vocabulary tensor the way `log_softmax` followed by `gather` would.
 

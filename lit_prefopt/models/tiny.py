@@ -137,12 +137,12 @@ def save_tiny_llama(target: Path, architecture: dict, seed: int, texts: Iterable
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(texts, vocab_size=architecture["vocab_size"])
+    # Untied unless the architecture says otherwise (Llama-3.2-1B's shape ties them).
     config = LlamaConfig(
-        **architecture,
+        **{"tie_word_embeddings": False, **architecture},
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -10,12 +10,12 @@ import math
 
 import pytest
 import torch
-from pair_logps import pair, softplus
 
 from lit_prefopt.criteria.cpo import CPO, cpo_loss
 from lit_prefopt.criteria.dpo import DPO, dpo_loss
 from lit_prefopt.criteria.orpo import ORPO, log1mexp, orpo_loss
 from lit_prefopt.criteria.simpo import SimPO, simpo_loss
+from tests.criteria.pair_logps import pair, softplus
 
 
 def test_dpo_by_hand() -> None:

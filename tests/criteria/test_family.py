@@ -11,7 +11,6 @@ import math
 
 import pytest
 import torch
-from pair_logps import pair
 
 from lit_prefopt.criteria.alphapo import AlphaPO
 from lit_prefopt.criteria.apo import APO
@@ -28,6 +27,7 @@ from lit_prefopt.criteria.simpo import SimPO
 from lit_prefopt.criteria.slic import SLiC
 from lit_prefopt.criteria.sppo import SPPOHard
 from lit_prefopt.criteria.weighted_sum import WeightedSum
+from tests.criteria.pair_logps import pair
 
 TOL = 2e-6
 

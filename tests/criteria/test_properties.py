@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pair_logps import pair
 
 from lit_prefopt.criteria.alphapo import AlphaPO
 from lit_prefopt.criteria.apo import APO
@@ -25,6 +24,7 @@ from lit_prefopt.criteria.simpo import SimPO
 from lit_prefopt.criteria.slic import SLiC
 from lit_prefopt.criteria.sppo import SPPOHard
 from lit_prefopt.criteria.weighted_sum import WeightedSum
+from tests.criteria.pair_logps import pair
 
 BUILDERS = {
     "dpo": lambda: DPO(),

@@ -11,8 +11,6 @@ import pytest
 from lit_prefopt.models.tiny import build_tokenizer, sample_texts
 from lit_prefopt.paths import sample_data_path
 
-HH_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "hh-harmless" / "train.jsonl"
-
 
 @pytest.fixture(scope="session")
 def tokenizer():

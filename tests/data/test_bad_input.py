@@ -5,10 +5,10 @@ from __future__ import annotations
 import gzip
 
 import pytest
-from pairs import pair
 
 from lit_prefopt.data.datamodule import PreferenceDataModule
 from lit_prefopt.data.records import DataValidationError
+from tests.data.pairs import pair
 
 BAD_LINES = [
     ("{not json", "invalid JSON"),

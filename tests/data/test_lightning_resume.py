@@ -5,9 +5,9 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
-from pairs import pair
 
 from lit_prefopt.data.datamodule import PreferenceDataModule
+from tests.data.pairs import pair
 
 
 class RecordingModule(pl.LightningModule):

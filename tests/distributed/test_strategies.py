@@ -1,7 +1,7 @@
 """DDP and FSDP through the real CLI on 2 CPU processes (gloo), against one process.
 
 Lightning's DDP launcher re-runs the command line for each rank, so these run
-`python -m lit_prefopt` in a subprocess (DESIGN.md section 7).
+`python -m lit_prefopt` in a subprocess (docs/ARCHITECTURE.md#distribution-and-how-it-is-tested).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from entry_process import run_lit_prefopt
+
+from tests.entry_process import run_lit_prefopt
 
 COMMON = (
     "trainer.max_steps=4",

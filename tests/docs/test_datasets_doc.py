@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from lit_prefopt.data.records import parse_record
+from tests.hh_harmless import HH_VALID
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,11 +25,12 @@ IDENTICAL = {"prompt": "Q", "chosen": " same", "rejected": " same"}
 
 
 @pytest.fixture
-def convert(monkeypatch):
-    monkeypatch.syspath_prepend(str(REPO / "docs" / "examples"))
-    import convert
-
-    return convert
+def convert() -> ModuleType:
+    """docs/examples/convert.py, loaded from its file (a script users copy, not a package)."""
+    spec = importlib.util.spec_from_file_location("docs_examples_convert", REPO / "docs" / "examples" / "convert.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_converters_write_valid_records(convert, tmp_path: Path) -> None:
@@ -49,14 +53,14 @@ def test_converters_write_valid_records(convert, tmp_path: Path) -> None:
     assert converted["prompt-chosen-rejected"].prompt == STRINGS["prompt"]
 
 
-def test_converter_keeps_hh_rlhf_shape_of_the_shared_data(convert) -> None:
-    """The shared hh-harmless pairs were made this way: src ends with the Assistant header."""
-    shared = REPO.parent / "shared" / "data" / "hh-harmless" / "valid.jsonl"
-    if not shared.is_file():
-        pytest.skip("the shared hh-harmless data is not here")
-    record = json.loads(shared.read_text().splitlines()[0])
-    raw = {"chosen": record["src"] + record["tgt_chosen"], "rejected": record["src"] + record["tgt_rejected"]}
-    assert convert.from_hh_rlhf(raw) == {k: record[k] for k in ("src", "tgt_chosen", "tgt_rejected")}
+def test_converter_rebuilds_the_shipped_hh_harmless_pairs(convert) -> None:
+    """data/hh_harmless/ was made this way: every pair, joined back into two HH-RLHF transcripts,
+    converts to the same src (ending with the Assistant header) and completions."""
+    records = [json.loads(line) for line in HH_VALID.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 256
+    for record in records:
+        raw = {"chosen": record["src"] + record["tgt_chosen"], "rejected": record["src"] + record["tgt_rejected"]}
+        assert convert.from_hh_rlhf(raw) == {k: record[k] for k in ("src", "tgt_chosen", "tgt_rejected")}, record["id"]
 
 
 def test_guide_documents_every_converter(convert) -> None:

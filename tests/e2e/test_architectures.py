@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from architectures import save_tiny_layout
-from test_train_run import SHORT, column, read_metrics
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from lit_prefopt.train import train
+from tests.architectures import save_tiny_layout
+from tests.e2e.test_train_run import SHORT, column, read_metrics
 
 EXPECTED_CLASS = {"qwen": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
 

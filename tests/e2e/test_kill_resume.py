@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from entry_process import run_lit_prefopt, start_lit_prefopt
 from safetensors.torch import load_file
+
+from tests.entry_process import run_lit_prefopt, start_lit_prefopt
 
 COMMON = (
     "trainer.max_steps=30",

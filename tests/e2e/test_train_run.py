@@ -48,7 +48,14 @@ def test_default_dpo_run_writes_the_documented_layout(compose, tmp_path: Path, t
     assert len(column(rows, "train/loss")) == 4, "one train row per optimizer step"
     assert not any(key.endswith(("_step", "_epoch")) for key in rows[0])
     assert column(rows, "train/loss")[0] == pytest.approx(0.6931, abs=2e-3), "DPO starts at log 2"
-    assert metrics["val/rewards/accuracy"] >= 0.0
+    # Policy = reference before training: every reward is 0, so no pair has a positive margin. Four
+    # steps must move the held-out pairs the right way (measured: accuracy 1.0, margin 0.70, loss 0.41).
+    initial = json.loads((run / "summary.json").read_text())["initial_val"]
+    assert initial["val/rewards/margin"] == 0.0 and initial["val/rewards/accuracy"] == 0.0
+    assert initial["val/loss"] == pytest.approx(0.6931, abs=1e-4)
+    assert metrics["val/rewards/accuracy"] >= 0.75, "training did not learn the held-out preferences"
+    assert metrics["val/rewards/margin"] > 0.2 and metrics["val/loss"] < 0.6
+    assert column(rows, "train/loss")[-1] < column(rows, "train/loss")[0]
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4
@@ -86,6 +93,24 @@ def test_every_criterion_trains_through_the_entry(compose, criterion: str) -> No
     losses = column(rows, "train/loss")
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     assert torch.isfinite(torch.tensor(metrics["val/loss"]))
+
+    # The logged objective is the criterion's term plus nll_scale times the chosen NLL, on every
+    # train row and on the validation (nll_loss ~ 6.5 nats here, so a missing or doubled term shows).
+    scale = nll_scale(cfg.criterion)
+    logged = [row for row in rows if row.get("train/loss") or row.get("val/loss")]
+    assert len(logged) == 5, "4 train rows and 1 validation row"
+    for row in logged:
+        split = "train" if row.get("train/loss") else "val"
+        loss, pref, nll = (float(row[f"{split}/{name}"]) for name in ("loss", "pref_loss", "nll_loss"))
+        assert nll > 1.0
+        assert loss == pytest.approx(pref + scale * nll, rel=1e-5, abs=1e-5), (split, row["step"], scale)
+
+
+def nll_scale(node) -> float:
+    """The NLL weight a criterion option declares: its own `nll_scale` (0 when unset), plus, for a
+    weighted sum, each term's weight times that term's (docs/CRITERIA.md, `weighted_sum`)."""
+    terms = node.get("terms") or {}
+    return float(node.get("nll_scale", 0.0)) + sum(t.get("weight", 1.0) * nll_scale(t.criterion) for t in terms.values())
 
 
 def test_resume_reaches_the_same_weights(compose, tmp_path: Path) -> None:

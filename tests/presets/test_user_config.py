@@ -6,8 +6,9 @@ import csv
 from pathlib import Path
 
 import pytest
-from entry_process import run_lit_prefopt
 from omegaconf import OmegaConf
+
+from tests.entry_process import run_lit_prefopt
 
 MY_RUN = """\
 # My run: the package's train config, changed where I say.

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from entry_process import run_lit_prefopt
 from omegaconf import OmegaConf
-from wandb_offline import read_offline_run
+
+from tests.entry_process import run_lit_prefopt
+from tests.wandb_offline import read_offline_run
 
 TINY = ("experiment=debug", "trainer.max_steps=3", "data.batch_size=2", "validate_before_training=false",
         "export_hf=false")

@@ -6,11 +6,11 @@ import csv
 from pathlib import Path
 
 import pytest
-from wandb_offline import read_offline_run
 
 from lit_prefopt.callbacks.samples_table import COLUMNS
-from lit_prefopt.train import train
 from lit_prefopt.outputs.wandb_logger import finish_wandb_run
+from lit_prefopt.train import train
+from tests.wandb_offline import read_offline_run
 
 
 @pytest.mark.slow

@@ -1,0 +1,169 @@
+"""Parity of the log-prob kernels on the device: the plain padded path against every combination.
+
+The CPU tests prove each kernel equal to the plain path within 1e-5 in float32 on tiny rows; on a
+GPU other attention kernels run (memory-efficient SDPA under the block mask, flash without it) and
+bf16 autocast rounds differently per layout, so both are checked here on longer rows:
+
+- float32 (TF32 off): summed log-probs within `FP32_SUMS` and gradients within `FP32_GRADS`
+  (relative to the exact run) of the plain path's;
+- bf16-mixed (autocast, as Lightning's `bf16-mixed`): no combination may be further from the exact
+  float32 result than `BF16_SLACK` times the plain bf16 path's own distance (bf16 has no fixed
+  "right" answer; a kernel must only not make it worse), with a floor for tiny distances.
+
+With policy == reference every DPO margin is 0, so the step-0 loss is exactly log 2 whatever the
+weights: a separately loaded reference checks that both models see the same rows the same way.
+
+A combination is the config keys that turn it on plus what they change: the collate step applied
+to the loader's padded batch and the LM-head chunk. A new kernel (packing, ...) is one more entry
+of `combinations`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+
+from benchmarks.fixture import collate_records, read_pairs
+from lit_prefopt.criteria.base import PairLogps
+from lit_prefopt.criteria.dpo import DPO
+from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.collate import with_shared_prompts
+from lit_prefopt.kernels.logprobs import sequence_logprobs
+from lit_prefopt.models.checkpoint import HFCheckpoint
+
+FP32_SUMS = 1e-5
+FP32_GRADS = 1e-4
+BF16_SLACK = 2.0
+BF16_FLOOR = 1e-4
+LOG2_TOLERANCE = 1e-4
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """One way of computing the log-probs: `settings` are the config keys a user sets for it."""
+
+    name: str
+    settings: dict[str, object] = field(default_factory=dict)
+    collate: Callable[[PreferenceBatch], PreferenceBatch] | None = None  # None: the padded rows as they are
+    chunk_size: int = 0  # model.chunked_logprobs
+
+
+PLAIN = Kernels("plain", {"data.share_prompt": False, "model.chunked_logprobs": 0})
+
+
+def combinations(chunk: int) -> list[Kernels]:
+    """Every kernel combination there is today; the last is the default configuration."""
+    return [
+        Kernels("chunked_head", {"data.share_prompt": False, "model.chunked_logprobs": chunk}, None, chunk),
+        Kernels("shared_prompt", {"data.share_prompt": True, "model.chunked_logprobs": 0}, with_shared_prompts, 0),
+        Kernels("packed+chunked_head", {"data.share_prompt": True, "data.pack": True, "model.chunked_logprobs": chunk},
+                _packed, chunk),
+        Kernels("shared_prompt+chunked_head", {"data.share_prompt": True, "model.chunked_logprobs": chunk},
+                with_shared_prompts, chunk),
+    ]
+
+
+def _packed(batch: PreferenceBatch) -> PreferenceBatch:
+    """`data.pack=true` with its default row length, 2 * the longest row a pair may have (here the batch's)."""
+    return with_shared_prompts(batch, pack_length=2 * batch.input_ids.shape[1])
+
+
+@dataclass
+class Outcome:
+    """Summed log-probs [2B] and the flattened gradient of one kernel's run."""
+
+    sums: torch.Tensor
+    grads: torch.Tensor
+
+
+def run_kernels(model: torch.nn.Module, batch: PreferenceBatch, kernels: Kernels, device: torch.device,
+                autocast: torch.dtype | None) -> Outcome:
+    """Collate as the loader would, move as Lightning would, then log-probs and a weighted backward."""
+    on_device = lay_out(batch, kernels, device)
+    model.zero_grad(set_to_none=True)
+    context = torch.autocast(device.type, dtype=autocast) if autocast else nullcontext()
+    with context:
+        sums, _ = sequence_logprobs(model, on_device, kernels.chunk_size)
+    # Every sequence weighted differently, so a token scored in the wrong row would show.
+    (sums * torch.linspace(0.5, 1.5, sums.numel(), device=device)).sum().backward()
+    grads = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
+    return Outcome(sums.detach().float(), grads)
+
+
+def lay_out(batch: PreferenceBatch, kernels: Kernels, device: torch.device) -> PreferenceBatch:
+    """The batch as the loader yields it under `kernels`, on `device` (a copy: collate steps may
+    attach layouts to the batch they are given)."""
+    return move_data_to_device(kernels.collate(replace(batch)) if kernels.collate else batch, device)
+
+
+def distance(outcome: Outcome, exact: Outcome) -> dict[str, float]:
+    """Relative distances: largest log-prob sum error over the largest sum, gradient error norm."""
+    sums = float((outcome.sums - exact.sums).abs().max() / exact.sums.abs().max())
+    grads = float((outcome.grads - exact.grads).norm() / exact.grads.norm())
+    return {"sums_rel": sums, "grads_rel": grads}
+
+
+def precisions(device: torch.device) -> tuple[dict[str, torch.dtype | None], dict[str, str]]:
+    """The precisions to check here, and those skipped with the reason."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return {"32-true": None, "bf16-mixed": torch.bfloat16}, {}
+    return {"32-true": None}, {"bf16-mixed": f"no bf16-capable CUDA device (running on {device.type})"}
+
+
+def check_parity(checkpoint_dir: Path, pairs_path: Path, device: torch.device, pairs: int, chunk: int) -> dict:
+    """Every combination against the plain path in each precision, and DPO's step-0 loss."""
+    checkpoint = HFCheckpoint(path=str(checkpoint_dir))
+    records = list(read_pairs(pairs_path))[:pairs]
+    batch = collate_records(checkpoint.load_tokenizer(), records)
+    policy = checkpoint.load_policy().to(device).eval()
+    reference = checkpoint.load_reference().to(device)
+    matmul_precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # float32 means float32 here, not TF32
+    try:
+        exact = run_kernels(policy, batch, PLAIN, device, None)
+        checks, log2_checks = [], []
+        kept, skipped = precisions(device)
+        for precision, autocast in kept.items():
+            plain = distance(run_kernels(policy, batch, PLAIN, device, autocast), exact)
+            for kernels in combinations(chunk):
+                error = distance(run_kernels(policy, batch, kernels, device, autocast), exact)
+                bound = _bound(precision, plain)
+                passed = all(error[key] <= bound[key] for key in error)
+                checks.append({"precision": precision, "kernels": kernels.name, "settings": kernels.settings,
+                               **error, "plain": plain, "bound": bound, "passed": passed})
+            log2_checks.append(dpo_step_zero(policy, reference, batch, combinations(chunk)[-1], device, autocast,
+                                             precision))
+    finally:
+        torch.set_float32_matmul_precision(matmul_precision)
+    return {
+        "device": str(device), "pairs": len(records), "tokens": batch.num_tokens(), "chunk": chunk,
+        "checks": checks, "dpo_step_zero": log2_checks, "skipped": skipped,
+        "passed": all(c["passed"] for c in checks + log2_checks),
+    }
+
+
+def _bound(precision: str, plain: dict[str, float]) -> dict[str, float]:
+    if precision == "32-true":
+        return {"sums_rel": FP32_SUMS, "grads_rel": FP32_GRADS}
+    return {key: max(BF16_SLACK * value, BF16_FLOOR) for key, value in plain.items()}
+
+
+def dpo_step_zero(policy: torch.nn.Module, reference: torch.nn.Module, batch: PreferenceBatch, kernels: Kernels,
+                  device: torch.device, autocast: torch.dtype | None, precision: str) -> dict:
+    """DPO's loss with the reference loaded separately from the same checkpoint: log 2 exactly."""
+    on_device = lay_out(batch, kernels, device)
+    context = torch.autocast(device.type, dtype=autocast) if autocast else nullcontext()
+    with torch.no_grad(), context:
+        sums, lengths = sequence_logprobs(policy, on_device, kernels.chunk_size)
+        reference_sums, _ = sequence_logprobs(reference, on_device, kernels.chunk_size)
+    logps = PairLogps(*sums.chunk(2), *lengths.chunk(2), *reference_sums.chunk(2))
+    loss = float(DPO()(logps).losses.mean())
+    error = abs(loss - math.log(2))
+    return {"precision": precision, "kernels": kernels.name, "loss": loss, "abs_error": error,
+            "tolerance": LOG2_TOLERANCE, "passed": error <= LOG2_TOLERANCE}
