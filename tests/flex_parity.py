@@ -1,6 +1,6 @@
 """Run as a script: FlexAttention log-probs of shared-prompt rows equal SDPA's, per checkpoint.
 
-`python tests/flex_parity.py DIR...` exits non-zero on a mismatch. A separate process because
+`python -m tests.flex_parity DIR...` exits non-zero on a mismatch. A separate process because
 transformers' FlexAttention path can take the process down (segfault) instead of raising.
 """
 

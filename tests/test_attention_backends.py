@@ -139,11 +139,11 @@ def test_flex_attention_forward_equals_sdpa(tiny_llama, tmp_path) -> None:
     for Llama and Qwen2 mixing full and sliding-window layers (rows longer than the window); with
     grad it is refused by name. In a subprocess: transformers' flex path can segfault instead of
     raising. (Each new mask compiles on CPU, hence one model per layout kind.)"""
-    from architectures import save_tiny_layout
-    from entry_process import REPO, entry_env
+    from tests.architectures import save_tiny_layout
+    from tests.entry_process import REPO, entry_env
 
     directories = [tiny_llama.path, *(str(save_tiny_layout(name, tmp_path / name, tiny_llama.path)) for name in ("qwen",))]
-    result = subprocess.run([sys.executable, str(REPO / "tests" / "flex_parity.py"), *directories],
+    result = subprocess.run([sys.executable, "-m", "tests.flex_parity", *directories], cwd=REPO,
                             env=entry_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert result.stdout.count("max |flex - sdpa|") == 2
@@ -154,8 +154,8 @@ def test_flex_attention_forward_equals_sdpa(tiny_llama, tmp_path) -> None:
 def test_varlen_kernel_logprobs_equal_sdpa_on_cuda(tiny_llama, tmp_path, layout: str) -> None:
     """The real kernel in a bfloat16 model: shared-prompt rows and plain padded rows through
     `varlen` give SDPA's log-probs (bfloat16 noise apart) and the backward runs."""
-    from architectures import save_tiny_layout
-    from flex_parity import shared_batch
+    from tests.architectures import save_tiny_layout
+    from tests.flex_parity import shared_batch
     from lightning.pytorch.utilities import move_data_to_device
 
     from lit_prefopt.kernels.logprobs import sequence_logprobs

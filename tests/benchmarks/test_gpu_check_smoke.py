@@ -40,7 +40,6 @@ def test_gpu_check_smoke(tmp_path: Path) -> None:
         assert attention["padded_flash", length]["matches_dense"]
         assert attention["flex", length]["status"] == attention["varlen", length]["status"] == "skipped"
         assert attention["varlen", length]["reason"]
-    assert sections["attention"]["rule_matches_library"]
 
     runs = {r["name"]: r for r in sections["e2e"]["runs"]}
     assert set(runs) == {"auto", "fsdp", "fsdp_resume"}
