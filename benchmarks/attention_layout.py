@@ -108,7 +108,7 @@ def measure(length: int, collate_pairs: int, step_tokens: int, repeats: int, bef
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**MODEL, attn_implementation="sdpa"))
     old_rows, new_rows = before.share_prompts(*padded), share_prompts(*padded)
-    old_inputs = lambda: dict(attention_mask=before.attention_mask_for(model, old_rows.attention_mask, old_rows.position_ids),  # noqa: E731
+    old_inputs = lambda: dict(attention_mask=before.attention_mask_for(model, old_rows.attention_mask, old_rows.position_ids),
                               position_ids=old_rows.position_ids)
     steps = seconds(lambda: step(model, old_rows, old_inputs),
                     lambda: step(model, new_rows, lambda: attention_inputs(model, new_rows.segments)), repeats)
