@@ -14,17 +14,20 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
 from lit_prefopt.criteria.base import Criterion, PairLogps
 from lit_prefopt.data.batch import DATA_COUNTERS, PreferenceBatch
+from lit_prefopt.gradients import scale_and_clip_
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.models.lora import base_model_mode, has_adapters
-from lit_prefopt.optim import parameter_groups
+from lit_prefopt.optim import check_updates_survive, parameter_groups
+from lit_prefopt.strategies import sharding_mesh
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +82,17 @@ class PreferenceModule(LightningModule):
     def configure_model(self) -> None:
         """Load the models once (Lightning calls this again for validate, then fit).
 
-        Under `strategy=fsdp` (Lightning's ModelParallelStrategy) both models are built on the
-        meta device and sharded over the data-parallel mesh as they load.
+        Under `strategy=fsdp` or `hsdp` (Lightning's ModelParallelStrategy) both models are built
+        on the meta device and sharded over the strategy's mesh as they load.
         """
-        mesh = self.device_mesh["data_parallel"] if self.device_mesh is not None else None
+        mesh = sharding_mesh(self.device_mesh) if self.device_mesh is not None else None
         device = self.trainer.strategy.root_device
+        mp_policy = getattr(self.trainer.strategy, "mp_policy", None)
         if self.policy is None:
-            self.policy = self.checkpoint.load_policy(mesh, device)
+            self.policy = self.checkpoint.load_policy(mesh, device, mp_policy)
         if self.loads_reference_model and self.reference is None:
-            self.__dict__["reference"] = self.checkpoint.load_reference(mesh, device)
+            dtype = self.checkpoint.reference_dtype(self.trainer.precision)
+            self.__dict__["reference"] = self.checkpoint.load_reference(mesh, device, mp_policy, dtype)
 
     def pair_logps(self, batch: PreferenceBatch) -> PairLogps:
         """Policy log-probs with grad, and reference log-probs without, for the batch's pairs."""
@@ -169,8 +174,7 @@ class PreferenceModule(LightningModule):
         # averaged over ranks; undo both and divide by the step's real pair count instead.
         scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / pairs
         grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
-        torch._foreach_mul_(grads, scale)
-        grad_norm = _grad_norm(grads)
+        grad_norm = scale_and_clip_(grads, scale, self._clip_norm)
         self._guard_finite(grad_norm, optimizer)
 
         now = time.perf_counter()
@@ -247,10 +251,39 @@ class PreferenceModule(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """Optimizer over the trainable policy parameters only (weight decay on matrices)."""
         optimizer = self.optimizer_factory(parameter_groups(self.trainer.model))
+        check_updates_survive(optimizer, self._weights_setting(), self._sum_over_ranks)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _weights_setting(self) -> str:
+        """The config setting that decides the trainable weights' dtype, for error messages."""
+        precision = self.trainer.precision
+        if precision.endswith("-true") and precision != "32-true":
+            return f"trainer.precision={precision}"
+        return f"model.dtype={self.checkpoint.dtype}"
+
+    def _sum_over_ranks(self, tensor: Tensor) -> Tensor:
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum") if self.trainer.world_size > 1 else tensor
+
+    @property
+    def _clip_norm(self) -> float | None:
+        """`trainer.gradient_clip_val` when clipping by norm: this module clips (see
+        `configure_gradient_clipping`)."""
+        algorithm = self.trainer.gradient_clip_algorithm or GradClipAlgorithmType.NORM
+        by_norm = GradClipAlgorithmType(algorithm) == GradClipAlgorithmType.NORM
+        return self.trainer.gradient_clip_val if by_norm else None
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clipping by norm is done in `on_before_optimizer_step` with the norm computed there for
+        logging, so the norm is taken once (under FSDP: one all-reduce, not one per gradient plus
+        Lightning's own); clipping by value stays Lightning's."""
+        if self._clip_norm is None:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the run's config as plain values so the file loads with weights_only=True."""
@@ -271,15 +304,3 @@ _PROGRESS_BAR = {"loss", "rewards/margin", "rewards/accuracy", "tokens_per_s"}
 
 def _key(name: str) -> str:
     return name.replace("/", "__")
-
-
-def _grad_norm(grads: list[Tensor]) -> Tensor:
-    """The global L2 norm of all gradients (sharded ones included)."""
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([_local(g.detach().float().norm(2)) for g in grads]))
-
-
-def _local(tensor: Tensor) -> Tensor:
-    """A DTensor's norm is replicated after `norm`; make it a plain tensor for stacking."""
-    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor

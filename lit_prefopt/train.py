@@ -1,6 +1,7 @@
 """`train(cfg)`: compose data, module and trainer from the config, fit, export, report.
 
 Everything that can be wrong with the config or the data is checked before any model loads:
+optimizer, scheduler, trainer and sweep settings (first, before the run directory is touched),
 criterion hyperparameters, data settings, the model path, and a scan of the data files.
 """
 
@@ -15,22 +16,31 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoModelForCausalLM
 
+from lit_prefopt.config_checks import check_config
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
-from lit_prefopt.models.lora import has_adapters, merge_adapters
-from lit_prefopt.models.sharding import full_state_dict
+from lit_prefopt.models.export import check_export_dtype, export_hf
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.outputs.report import write_curves, write_summary
+from lit_prefopt.outputs.run_summary import format_run_summary
+from lit_prefopt.outputs.training_started import training_started
+from lit_prefopt.plan import plan_memory
+from lit_prefopt.run_agreement import RunAgreement, hydra_run_dir_given, require_shared_run_dir
 
 log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job and return its final metrics (val/... and train/...)."""
+    if cfg.get("plan"):
+        print(plan_memory(cfg).describe())
+        return {}
     started = time.time()
+    check_config(cfg)
+    require_shared_run_dir(cfg.run_name, hydra_run_dir_given(), cfg.trainer.get("num_nodes", 1))
     run_dir = Path(cfg.run_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     if ckpt_path is None and rank_zero_only.rank == 0:
@@ -39,6 +49,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Denormal floats made CPU steps several times slower (docs/ARCHITECTURE.md#cpu-performance-notes).
     torch.set_flush_denormal(True)
 
+    check_export_dtype(cfg.get("export_dtype"))
     criterion = build(cfg.criterion)
     checkpoint = build(cfg.model)
     datamodule = build(cfg.data)
@@ -57,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     trainer = build_trainer(cfg)
+    trainer.callbacks.append(RunAgreement(run_dir, ckpt_path))
     for logger in trainer.loggers:
         logger.log_hyperparams(module.config)
 
@@ -73,12 +85,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
 
     if cfg.export_hf:
-        export_hf(module, tokenizer, run_dir / "hf", trainer.is_global_zero)
+        export_hf(module, tokenizer, run_dir / "hf", trainer.is_global_zero, cfg.get("export_dtype"))
     if trainer.is_global_zero:
         for logger in trainer.loggers:
             logger.save()
         write_curves(run_dir / "metrics.csv", run_dir / "curves.png")
-        write_summary(run_dir, trainer, initial, metrics, time.time() - started, cfg.export_hf)
+        summary = write_summary(run_dir, trainer, initial, metrics, time.time() - started, cfg.export_hf)
+        print(format_run_summary(summary, run_dir), flush=True)
     return metrics
 
 
@@ -97,6 +110,8 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     """The Lightning Trainer with the configured strategy, loggers and callbacks."""
     loggers = [instantiate(node) for node in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(node) for node in (cfg.get("callbacks") or {}).values()]
+    if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress bar callback then
+        callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     return instantiate(cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks)
 
 
@@ -120,11 +135,14 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
 def claim_run_dir(run_dir: Path, resume_requested: bool) -> None:
     """A fresh run must not write into another run's directory: its metrics.csv would mix two
     runs and its old checkpoints would be what `ckpt_path=last` resumes. Refused, unless the
-    user asked to resume (`ckpt_path=last` before any checkpoint was saved: that run's rows go)."""
+    user asked to resume (`ckpt_path=last` before any checkpoint was saved: that run's rows go)
+    or the earlier run stopped before its first optimizer step (its rows go too)."""
     leftovers = [name for name in ("metrics.csv", "checkpoints") if (run_dir / name).exists()]
     if not leftovers:
         return
-    if not resume_requested:
+    if not resume_requested and not training_started(run_dir):
+        log.warning("%s holds a run that stopped before its first optimizer step: starting afresh there", run_dir)
+    elif not resume_requested:
         raise FileExistsError(
             f"{run_dir} already holds a run ({', '.join(leftovers)}): resume it with ckpt_path=last, "
             "or choose another run_name (or remove the directory)"
@@ -136,25 +154,6 @@ def checkpoint_step(path: Path) -> int:
     """The optimizer step a checkpoint was saved at (a file, or a sharded directory's metadata)."""
     metadata = path / "meta.pt" if path.is_dir() else path
     return int(torch.load(metadata, map_location="cpu", weights_only=True)["global_step"])
-
-
-def export_hf(module: PreferenceModule, tokenizer: Any, target: Path, is_global_zero: bool) -> None:
-    """The final policy and tokenizer in `save_pretrained` format, loadable by transformers.
-
-    A sharded (FSDP) policy is gathered first; every rank takes part, rank 0 writes.
-    """
-    policy = module.policy
-    if module.device_mesh is not None:
-        weights = full_state_dict(policy)
-        if not is_global_zero:
-            return
-        policy = AutoModelForCausalLM.from_config(policy.config, dtype=policy.dtype)
-        policy.load_state_dict(weights)
-    if has_adapters(policy):
-        policy = merge_adapters(policy)
-    if is_global_zero:
-        policy.save_pretrained(target, safe_serialization=True)
-        tokenizer.save_pretrained(target)
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -5,8 +5,9 @@
     python docs/examples/convert.py prompt-chosen-rejected raw.jsonl train.jsonl
 
 Input is JSONL with one source record per line (export a Hugging Face split with
-`dataset.to_json("raw.jsonl")`). A record that does not fit the shape, or whose chosen and
-rejected completions are identical (lit_prefopt rejects those), is counted and left out.
+`dataset.to_json("raw.jsonl")`). A record that does not fit the shape (a missing field, say),
+or whose converted pair lit_prefopt would reject (identical or empty completions, ...), is
+counted and left out; the first few reasons are printed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+
+from lit_prefopt.data.records import BadRecord, parse_record
 
 ASSISTANT = "\n\nAssistant:"
 
@@ -59,20 +62,45 @@ CONVERTERS: dict[str, Callable[[dict], dict | None]] = {
 }
 
 
+# How many of the reasons for leaving records out are printed.
+REASONS_SHOWN = 5
+
+
 def convert(kind: str, source: str, target: str) -> tuple[int, int]:
-    """Write the converted records of `source` to `target`; return (written, left out)."""
+    """Write the converted records of `source` to `target`; return (written, left out).
+
+    Each written line passes lit_prefopt's own record check, so training never rejects one.
+    """
     written = left_out = 0
     with open(source, encoding="utf-8") as lines, open(target, "w", encoding="utf-8") as out:
-        for line in lines:
-            converted = CONVERTERS[kind](json.loads(line))
-            if converted is None:
+        for line_no, line in enumerate(lines, start=1):
+            where = f"{source}:{line_no}"
+            try:
+                converted = CONVERTERS[kind](json.loads(line))
+                if converted is None:
+                    raise BadRecord(where, "not the expected shape, or identical completions")
+                record = json.dumps({k: v for k, v in converted.items() if v is not None}, ensure_ascii=False)
+                parse_record(record.encode("utf-8"), where)
+            except (KeyError, TypeError, IndexError, AttributeError, ValueError) as error:
                 left_out += 1
+                if left_out <= REASONS_SHOWN:
+                    print(f"left out {where}: {_reason(error)}", file=sys.stderr)
                 continue
-            out.write(json.dumps({k: v for k, v in converted.items() if v is not None}, ensure_ascii=False) + "\n")
+            out.write(record + "\n")
             written += 1
     return written, left_out
 
 
+def _reason(error: Exception) -> str:
+    if isinstance(error, BadRecord):
+        return error.problem
+    if isinstance(error, KeyError):
+        return f"missing field {error}"
+    return str(error)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in CONVERTERS:
+        sys.exit(f"usage: python {sys.argv[0]} {{{','.join(CONVERTERS)}}} SOURCE.jsonl TARGET.jsonl\n{__doc__}")
     written, left_out = convert(*sys.argv[1:4])
     print(f"wrote {written} pairs, left out {left_out}")

@@ -5,8 +5,9 @@ the same pairs. The first run computes them in one pass and stores them under `c
 (never beside the data); every later run with the same inputs reads them and loads no
 reference model at all. The key is a hash of everything that changes the numbers: the
 reference checkpoint's files, the tokenizer, the data files' bytes and the data settings that
-shape the tokens (`max_seq_len`, truncation, ...), and the model dtype. Change any of them and
-the key changes, so a stale entry is never read.
+shape the tokens (`max_seq_len`, truncation, ...), and the dtype the reference runs in
+(`model.reference_dtype`). Change any of them and the key changes, so a stale entry is never read.
+Rank 0 alone hashes (the other ranks take its key).
 
 Under DDP each rank scores its own shard of the data into its own part file; after a barrier
 every rank reads all parts (two floats per pair). Files are written to a temporary name and
@@ -153,12 +154,16 @@ class ReferenceLogpCache(Callback):
         memo_path = self.cache_dir / "reference_logps" / "digests.json"
         memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
         checkpoint = pl_module.checkpoint
-        key = cache_key(checkpoint.reference_path, checkpoint.load_tokenizer(), files, data, checkpoint.dtype, memo)
+        dtype = checkpoint.reference_dtype(trainer.precision)
+        key = None
+        if trainer.is_global_zero:
+            key = cache_key(checkpoint.reference_path, checkpoint.load_tokenizer(), files, data, dtype, memo)
+        key = trainer.strategy.broadcast(key)
         self.entry = self.cache_dir / "reference_logps" / key
         store = ReferenceLogpStore(self.entry)
         if not store.complete:
             log.info("reference log-prob cache miss: computing %s", self.entry)
-            reference = checkpoint.load_reference().to(pl_module.device)
+            reference = checkpoint.load_reference(dtype=dtype).to(pl_module.device)
             scores = {}
             for loader in _loaders(trainer, bool(data.get("val_files"))):
                 scores.update(score_pairs(reference, loader, pl_module.device, checkpoint.chunked_logprobs))

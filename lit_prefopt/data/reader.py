@@ -7,6 +7,7 @@ costs each worker a pass over the bytes but parsing only its own share.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,9 @@ def read_lines(path: Path) -> Iterator[RawLine]:
     """The non-blank lines of a (possibly gzip) JSONL file, as bytes, located as `file:line`.
 
     A BOM at the start of the file is stripped. A file without records, or gzip data that
-    breaks off, comes out as a `RawLine` with a `problem` instead of an exception, so that
-    `data.on_bad_record=skip` can count it and go on.
+    breaks off or is corrupt (zlib's own error is no OSError and names no file), comes out as a
+    `RawLine` with a `problem` instead of an exception, so that `data.on_bad_record=skip` can
+    count it and go on.
     """
     count = 0
     line_no = 0
@@ -41,7 +43,7 @@ def read_lines(path: Path) -> Iterator[RawLine]:
                 if data.strip():
                     count += 1
                     yield RawLine(f"{path}:{line_no}", data)
-    except (OSError, EOFError) as error:
+    except (OSError, EOFError, zlib.error) as error:
         yield RawLine(f"{path}:{line_no + 1}", b"", f"unreadable file ({error})")
         return
     if count == 0:

@@ -72,9 +72,11 @@ def parse_record(data: bytes, where: str) -> PreferenceRecord:
     if line.startswith("\ufeff"):
         raise BadRecord(where, "byte order mark (BOM) inside the file, not at its start (were files concatenated?)")
     try:
-        value = json.loads(line)
+        # Without its line break, a string left open reads as unterminated, not as holding a control character.
+        value = json.loads(line.rstrip("\r\n"))
     except json.JSONDecodeError as error:
-        raise BadRecord(where, f"invalid JSON ({error.msg} at column {error.colno})") from None
+        # Some of json's messages end in "at" ("Unterminated string starting at").
+        raise BadRecord(where, f"invalid JSON ({error.msg.removesuffix(' at')} at column {error.colno})") from None
     if not isinstance(value, dict):
         raise BadRecord(where, f"expected a JSON object, got {_json_type(value)}")
     if any(name in value for name in TEXT_FIELDS):

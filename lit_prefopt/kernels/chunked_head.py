@@ -19,20 +19,27 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
     """`log_softmax(hidden @ weight.T)[i, targets[i]]` for each row i, chunk by chunk.
 
     hidden: [M, d] (the positions that predict scored tokens), weight: [V, d] (the LM head),
-    targets: [M]. Returns float32 [M]. The matmul runs in the model's dtype and the softmax in
-    float32, as the plain path does (docs/ARCHITECTURE.md#log-probs-and-loss-conventions).
+    targets: [M]. Returns float32 [M]. The matmuls run in the compute dtype (autocast's under
+    bf16-mixed, else the model's) and the softmax in float32, as the plain path does
+    (docs/ARCHITECTURE.md#log-probs-and-loss-conventions). Operands are cast once per call, not
+    per chunk, and the backward's matmuls run in the same dtype as the forward's, with the head's
+    gradient summed over chunks in float32.
     """
 
     @staticmethod
     def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int) -> Tensor:
+        dtype = compute_dtype(hidden)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-        for start in range(0, hidden.shape[0], chunk_size):
-            end = start + chunk_size
-            logits = (hidden[start:end] @ weight.T).float()
-            picked = logits.gather(1, targets[start:end, None]).squeeze(1)
-            out[start:end] = picked - logits.logsumexp(dim=1)
+        with torch.autocast(hidden.device.type, enabled=False):
+            cast_hidden, cast_weight = hidden.to(dtype), weight.to(dtype)
+            for start in range(0, hidden.shape[0], chunk_size):
+                end = start + chunk_size
+                logits = (cast_hidden[start:end] @ cast_weight.T).float()
+                picked = logits.gather(1, targets[start:end, None]).squeeze(1)
+                out[start:end] = picked - logits.logsumexp(dim=1)
         ctx.save_for_backward(hidden, weight, targets)
         ctx.chunk_size = chunk_size
+        ctx.dtype = dtype
         return out
 
     @staticmethod
@@ -42,21 +49,38 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
+        cast_weight = weight.to(ctx.dtype)
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             end = start + ctx.chunk_size
-            chunk = hidden[start:end]
-            grad_logits = torch.softmax((chunk @ weight.T).float(), dim=1)
+            chunk = hidden[start:end].to(ctx.dtype)
+            grad_logits = torch.softmax((chunk @ cast_weight.T).float(), dim=1)
             grad_logits.mul_(-grad_out[start:end, None])
             rows = torch.arange(chunk.shape[0], device=chunk.device)
             grad_logits[rows, targets[start:end]] += grad_out[start:end]
-            grad_logits = grad_logits.to(hidden.dtype)
+            grad_logits = grad_logits.to(ctx.dtype)
             if want_hidden:
-                grad_hidden[start:end] = grad_logits @ weight
+                grad_hidden[start:end] = grad_logits @ cast_weight
             if want_weight:
-                grad_weight.addmm_(grad_logits.T.float(), chunk.float())
+                _add_product(grad_weight, grad_logits.T, chunk)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None
+
+
+def compute_dtype(hidden: Tensor) -> torch.dtype:
+    """The dtype the LM head's matmul runs in: autocast's when it is on (bf16-mixed under DDP),
+    else the hidden states' (the model's, or FSDP's bf16 `param_dtype`)."""
+    device = hidden.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else hidden.dtype
+
+
+def _add_product(total: Tensor, left: Tensor, right: Tensor) -> None:
+    """`total += left @ right` with a float32 `total`: one fused float32 addmm, or a bf16/fp16
+    matmul (which accumulates in float32 inside) added to the float32 sum."""
+    if left.dtype == total.dtype:
+        total.addmm_(left, right)
+    else:
+        total.add_(left @ right)
 
 
 def scored_logprobs(model: nn.Module, inputs: dict[str, Any], sources: tuple[Tensor, Tensor], targets: Tensor, chunk_size: int) -> Tensor:

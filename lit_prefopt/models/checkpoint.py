@@ -11,12 +11,14 @@ from pathlib import Path
 
 import torch
 from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import MixedPrecisionPolicy
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_prefopt.kernels.attention.backends import check_implementation
 from lit_prefopt.models.lora import merge_adapters, with_lora_adapters
 from lit_prefopt.models.run_checkpoint import is_run_checkpoint, read_run_checkpoint
 from lit_prefopt.models.sharding import load_sharded
+from lit_prefopt.precision import compute_dtype
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -41,9 +43,10 @@ class HFCheckpoint:
         path: str | None = None,
         reference_path: str | None = None,
         dtype: str = "float32",
+        reference_dtype: str | None = None,
         trust_remote_code: bool = False,
         attn_implementation: str = "sdpa",
-        gradient_checkpointing: bool = False,
+        gradient_checkpointing: bool = True,
         compile: bool = False,
         chunked_logprobs: int = 0,
         lora: dict | None = None,
@@ -52,9 +55,12 @@ class HFCheckpoint:
             raise ValueError("model.path is required: a Hugging Face checkpoint directory on disk")
         if dtype not in DTYPES:
             raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        if reference_dtype is not None and reference_dtype not in DTYPES:
+            raise ValueError(f"model.reference_dtype must be null or one of {sorted(DTYPES)}, got {reference_dtype!r}")
         self.path = str(path)
         self.reference_path = str(reference_path) if reference_path else self.path
         self.dtype = dtype
+        self._reference_dtype = reference_dtype
         self.trust_remote_code = trust_remote_code
         check_implementation(attn_implementation)
         self.attn_implementation = attn_implementation
@@ -96,9 +102,17 @@ class HFCheckpoint:
             tokenizer.pad_token = tokenizer.eos_token
         return tokenizer
 
-    def load_policy(self, mesh: DeviceMesh | None = None, device: torch.device | None = None) -> PreTrainedModel:
-        """The trainable policy; sharded over `mesh` (FSDP2) when one is given."""
-        model = self._load(self.path, mesh, device)
+    def reference_dtype(self, precision: str) -> str:
+        """`model.reference_dtype`, by default the policy's compute dtype under `trainer.precision`
+        (bfloat16 under bf16-mixed: see lit_prefopt.precision.compute_dtype)."""
+        return self._reference_dtype or compute_dtype(precision, self.dtype)
+
+    def load_policy(
+        self, mesh: DeviceMesh | None = None, device: torch.device | None = None,
+        mp_policy: MixedPrecisionPolicy | None = None,
+    ) -> PreTrainedModel:
+        """The trainable policy; sharded over `mesh` (FSDP2, computing as `mp_policy` says) when one is given."""
+        model = self._load(self.path, mesh, device, self.dtype, mp_policy)
         if self.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.compile:
@@ -114,39 +128,48 @@ class HFCheckpoint:
             model = with_lora_adapters(model, self.lora)
         return model
 
-    def load_reference(self, mesh: DeviceMesh | None = None, device: torch.device | None = None) -> PreTrainedModel:
-        """The frozen reference: eval mode (dropout off), no grad, never optimized or saved.
+    def load_reference(
+        self, mesh: DeviceMesh | None = None, device: torch.device | None = None,
+        mp_policy: MixedPrecisionPolicy | None = None, dtype: str | None = None,
+    ) -> PreTrainedModel:
+        """The frozen reference in `dtype` (default `model.dtype`): eval mode (dropout off), no grad,
+        never optimized or saved.
 
         Under FSDP it is sharded like the policy, so it costs each rank only its shard.
         """
-        model = self._load(self.reference_path, mesh, device)
+        model = self._load(self.reference_path, mesh, device, dtype or self.dtype, mp_policy)
         model.requires_grad_(False)
         model.eval()
         return model
 
-    def _load(self, directory: str, mesh: DeviceMesh | None, device: torch.device | None) -> PreTrainedModel:
+    def _load(
+        self, directory: str, mesh: DeviceMesh | None, device: torch.device | None, dtype: str,
+        mp_policy: MixedPrecisionPolicy | None = None,
+    ) -> PreTrainedModel:
         if is_run_checkpoint(directory):
-            return self._load_run_checkpoint(directory, mesh, device)
+            return self._load_run_checkpoint(directory, mesh, device, dtype)
         if mesh is not None:
             return load_sharded(
-                directory, mesh, device or torch.device("cpu"), DTYPES[self.dtype],
-                self.attn_implementation, self.trust_remote_code,
+                directory, mesh, device or torch.device("cpu"), DTYPES[dtype],
+                self.attn_implementation, self.trust_remote_code, mp_policy,
             )
         return AutoModelForCausalLM.from_pretrained(
             directory,
-            dtype=DTYPES[self.dtype],
+            dtype=DTYPES[dtype],
             trust_remote_code=self.trust_remote_code,
             attn_implementation=self.attn_implementation,
             use_safetensors=None,
             local_files_only=True,
         )
 
-    def _load_run_checkpoint(self, path: str, mesh: DeviceMesh | None, device: torch.device | None) -> PreTrainedModel:
+    def _load_run_checkpoint(
+        self, path: str, mesh: DeviceMesh | None, device: torch.device | None, dtype: str
+    ) -> PreTrainedModel:
         """The base architecture with an earlier run's trained policy weights (LoRA adapters merged)."""
         base, weights, lora = read_run_checkpoint(path)
         if mesh is not None:
             raise ValueError(f"{path}: start FSDP runs from an earlier run's hf/ export, not a .ckpt file")
-        model = self._load(base, None, device)
+        model = self._load(base, None, device, dtype)
         if lora is not None:
             adapted = with_lora_adapters(model, lora)
             adapted.load_state_dict(weights)

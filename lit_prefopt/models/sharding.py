@@ -2,22 +2,20 @@
 
 Parameters never exist in full on any rank before sharding: the model is created on the meta
 device, `fully_shard` is applied to each decoder layer and then the root, storage is allocated
-for the local shards only, and the checkpoint's tensors are loaded on rank 0 and scattered. This
+for the local shards only, and each rank reads only its shards' slices of the checkpoint files. This
 is what lets a model bigger than one device's memory start.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
-from safetensors.torch import load_file
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from lit_prefopt.models.sharded_read import read_owned_slices
 
 
 def decoder_layers(model: PreTrainedModel) -> list[nn.Module]:
@@ -44,36 +42,25 @@ def load_sharded(
     dtype: torch.dtype,
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
+    mp_policy: MixedPrecisionPolicy | None = None,
 ) -> PreTrainedModel:
-    """A sharded model whose local shards hold `directory`'s weights."""
+    """A sharded model whose local shards hold `directory`'s weights in `dtype`, computing as
+    `mp_policy` says (default: in `dtype`)."""
     config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code, local_files_only=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(
             config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
         )
-    shard(model, mesh)
+    shard(model, mesh, mp_policy)
     model.to_empty(device=device)
     _restore_non_persistent_buffers(model, device)
-    full = read_safetensors(Path(directory)) if mesh.get_rank() == 0 else {}
-    set_model_state_dict(
-        model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
-    )
+    read_owned_slices(model, directory)
     return model
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """Gather a sharded model's weights on CPU (collective: every rank must call it)."""
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def read_safetensors(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a (possibly multi-file) safetensors checkpoint."""
-    index = directory / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
-    tensors: dict[str, torch.Tensor] = {}
-    for name in files:
-        tensors.update(load_file(directory / name))
-    return tensors
 
 
 def _restore_non_persistent_buffers(model: nn.Module, device: torch.device) -> None:

@@ -95,6 +95,7 @@ class TinyLlama(HFCheckpoint):
         reference_path: str | None = None,
         cache_dir: str | None = None,
         dtype: str = "float32",
+        gradient_checkpointing: bool = False,
         **checkpoint_kwargs,
     ) -> None:
         self.architecture = dict(
@@ -109,8 +110,38 @@ class TinyLlama(HFCheckpoint):
         self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.corpus = [Path(p) for p in tokenizer_corpus] if tokenizer_corpus else [sample_data_path("train.jsonl")]
+        # Built only in the cache: a given path is loaded, so a mistyped one cannot become a new random model.
+        self.builds = not path
+        if path:
+            self._check_given_checkpoint(Path(path))
         target = Path(path) if path else self._default_dir()
-        super().__init__(path=str(target), reference_path=reference_path, dtype=dtype, **checkpoint_kwargs)
+        super().__init__(
+            path=str(target), reference_path=reference_path, dtype=dtype, gradient_checkpointing=gradient_checkpointing,
+            **checkpoint_kwargs,
+        )
+
+    def _check_given_checkpoint(self, path: Path) -> None:
+        """`model.path` on the tiny model must hold a tiny model (an earlier tiny run's hf/, say).
+
+        Anything else is refused: a path with no checkpoint is most likely a typo, and a real
+        checkpoint would train at the tiny preset's learning rate (3e-3, for a random model).
+        """
+        fix = (f"to train a checkpoint of your own use model=llama model.path={path} (or model=qwen, model=mistral); "
+               "leave model.path unset for the tiny model")
+        config = path / "config.json"
+        if not config.is_file():
+            raise FileNotFoundError(
+                f"model.path={str(path)!r} holds no checkpoint (no config.json there); the tiny model is built only "
+                f"under cache_dir, never at a given path: {fix}"
+            )
+        saved = json.loads(config.read_text())
+        differences = {key: saved.get(key) for key, value in self.architecture.items() if saved.get(key) != value}
+        if saved.get("model_type") != "llama" or differences:
+            found = ", ".join(f"{k}={v}" for k, v in differences.items()) or f"model_type={saved.get('model_type')}"
+            raise ValueError(
+                f"model.path={str(path)!r} holds a checkpoint that is not the tiny model ({found}), and the tiny "
+                f"model's settings (optimizer.lr=3e-3, for a random model) would wreck it: {fix}"
+            )
 
     def _default_dir(self) -> Path:
         key = json.dumps(
@@ -121,9 +152,9 @@ class TinyLlama(HFCheckpoint):
         return self.cache_dir / "tiny_llama" / digest
 
     def prepare(self) -> None:
-        """Build and save the checkpoint unless a complete one is already there."""
+        """Build and save the checkpoint in the cache unless a complete one is already there."""
         target = Path(self.path)
-        if not (target / "config.json").exists():
+        if self.builds and not (target / "config.json").exists():
             save_tiny_llama(target, self.architecture, self.seed, sample_texts(self.corpus))
         super().prepare()
 

@@ -12,6 +12,7 @@ from tests.data.pairs import pair
 
 BAD_LINES = [
     ("{not json", "invalid JSON"),
+    ('{"src": "q', "invalid JSON (Unterminated string starting at column 9)"),
     ('["a", "b"]', "expected a JSON object, got array"),
     ('{"src": "q", "tgt_chosen": "a"}', "missing field 'tgt_rejected'"),
     ('{"src": "q", "tgt_chosen": 3, "tgt_rejected": "b"}', "field 'tgt_chosen' must be a string, got number"),

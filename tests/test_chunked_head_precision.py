@@ -1,0 +1,74 @@
+"""The chunked LM head under bf16: one cast of the head per pass, bf16 matmuls forward and
+backward, and the full-logits path's log-probs and gradients within what bf16 allows."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tests.test_logprob_kernels import _batch, _sums_and_grads
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from lit_prefopt.kernels.chunked_head import ChunkedHeadLogprobs
+from lit_prefopt.models.checkpoint import HFCheckpoint
+
+MATMULS = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.addmm_.default}
+
+
+class HeadOps(TorchDispatchMode):
+    """Counts copies of the head weight (`_to_copy` of a tensor its size) and the dtypes of matmuls."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight_numel = weight.numel()
+        self.weight_casts = 0
+        self.matmul_dtypes: set[tuple[torch.dtype, ...]] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0].numel() == self.weight_numel:
+            self.weight_casts += 1
+        if func in MATMULS:
+            self.matmul_dtypes.add(tuple(a.dtype for a in args if isinstance(a, torch.Tensor)))
+        return func(*args, **(kwargs or {}))
+
+
+def test_head_is_cast_once_per_pass_and_multiplied_in_bf16_both_ways() -> None:
+    """Under autocast (bf16-mixed) with float32 weights: 600 rows in chunks of 256 cast the head once
+    in forward and once in backward (not once per chunk), and every matmul takes bf16 operands."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(600, 16, generator=generator, requires_grad=True)
+    weight = torch.randn(64, 16, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 64, (600,), generator=generator)
+    with HeadOps(weight) as forward_ops, torch.autocast("cpu", torch.bfloat16):
+        logps = ChunkedHeadLogprobs.apply(hidden, weight, targets, 256)
+    with HeadOps(weight) as backward_ops:
+        logps.sum().backward()
+    assert logps.dtype == torch.float32
+    assert forward_ops.weight_casts == 1 and backward_ops.weight_casts == 1
+    bf16 = {(torch.bfloat16, torch.bfloat16)}
+    assert forward_ops.matmul_dtypes == bf16 and backward_ops.matmul_dtypes == bf16
+    assert hidden.grad.dtype == weight.grad.dtype == torch.float32
+
+
+def test_float32_head_never_casts() -> None:
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(40, 8, generator=generator, requires_grad=True)
+    weight = torch.randn(30, 8, generator=generator, requires_grad=True)
+    with HeadOps(weight) as ops:
+        ChunkedHeadLogprobs.apply(hidden, weight, torch.randint(0, 30, (40,), generator=generator), 16).sum().backward()
+    assert ops.weight_casts == 0 and {dtype for dtypes in ops.matmul_dtypes for dtype in dtypes} == {torch.float32}
+
+
+@pytest.mark.parametrize("dtype, autocast", [("float32", True), ("bfloat16", False)],
+                         ids=["bf16-mixed", "bf16-weights"])
+def test_bf16_chunked_head_matches_full_logits(tiny_llama, dtype: str, autocast: bool) -> None:
+    """bf16 rounds the logits (spacing 2^-8 relative): log-prob sums agree to a few 1e-3, the head's
+    gradient to one bf16 step at its scale, the decoder's gradients exactly (same bf16 matmuls)."""
+    policy = HFCheckpoint(path=tiny_llama.path, dtype=dtype).load_policy().eval()
+    batch = _batch(prompts=[6, 9, 3], chosen=[4, 1, 7], rejected=[2, 6, 5], vocab=policy.config.vocab_size)
+    with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        plain_sums, _, plain_grads = _sums_and_grads(policy, batch, chunk_size=0)
+        sums, _, grads = _sums_and_grads(policy, batch, chunk_size=5)
+    torch.testing.assert_close(sums, plain_sums, atol=5e-3, rtol=0)
+    for name, grad in grads.items():
+        step = 2**-7 * plain_grads[name].abs().max().item()
+        torch.testing.assert_close(grad.float(), plain_grads[name].float(), atol=step, rtol=0, msg=name)
