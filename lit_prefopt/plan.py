@@ -35,7 +35,8 @@ Terms (bytes per device):
   the head's weight, 4 V h. Without chunking the N x V logits exist whole: (a + 8) N V.
 - attention_masks: a 4D mask per micro-batch, rows x (row length)^2: booleans (1 byte) for SDPA,
   the activation dtype for eager attention. Shared-prompt rows are twice as long, so half as many
-  rows hold four times the elements.
+  rows hold four times the elements; packed rows are `data.pack_length` long. `flex_attention`
+  (a block mask) and `varlen` (no mask) hold none worth counting.
 
 Peak = parameters + gathered + optimizer + reference + max(activations + lm_head +
 attention_masks, gradients + step temporaries): activations are freed as backward makes
@@ -120,7 +121,7 @@ def plan_memory(cfg: DictConfig) -> MemoryPlan:
 
     data = cfg.data
     shared = bool(data.get("share_prompt", False))
-    row_length = int(data.max_seq_len) * (2 if shared else 1)
+    row_length = int(data.get("pack_length") or 0) or int(data.max_seq_len) * (2 if shared else 1)
     budget = data.get("max_num_tokens")
     tokens = int(budget) if budget else 2 * int(data.batch_size) * int(data.max_seq_len)
     eager = checkpoint.attn_implementation == "eager"
@@ -131,7 +132,8 @@ def plan_memory(cfg: DictConfig) -> MemoryPlan:
     with_ckpt = tokens * (layers * 3 * h * a // 2 + per_layer + outside)
     chunk = checkpoint.chunked_logprobs
     head = (a + 8) * min(chunk, tokens) * vocab + 4 * vocab * h if chunk else (a + 8) * tokens * vocab
-    masks = tokens * row_length * (a if eager else 1)
+    dense = checkpoint.attn_implementation in ("sdpa", "eager")
+    masks = tokens * row_length * (a if eager else 1) if dense else 0
 
     optimizer = instantiate(cfg.optimizer)
     kind = getattr(optimizer, "func", optimizer).__name__.lower()

@@ -52,12 +52,18 @@ def policy(request, tiny_llama):
     return HFCheckpoint(path=tiny_llama.path, attn_implementation=request.param).load_policy().eval()
 
 
-@pytest.mark.parametrize("shared, chunk_size", [(False, 5), (True, 0), (True, 7)])
-def test_kernels_match_plain_path(policy, shared: bool, chunk_size: int) -> None:
+# Shared rows of these pairs: 12, 16 and 15 tokens; packed into rows of 30: [pair 0, pair 1], [pair 2].
+PACK_LENGTH = 30
+
+
+@pytest.mark.parametrize("shared, chunk_size, pack_length", [(False, 5, None), (True, 0, None), (True, 7, None),
+                                                              (True, 0, PACK_LENGTH), (True, 7, PACK_LENGTH)])
+def test_kernels_match_plain_path(policy, shared: bool, chunk_size: int, pack_length: int | None) -> None:
     batch = _batch(prompts=[6, 9, 3], chosen=[4, 1, 7], rejected=[2, 6, 5], vocab=policy.config.vocab_size)
     plain_sums, plain_lengths, plain_grads = _sums_and_grads(policy, batch, chunk_size=0)
     if shared:
-        batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
+        batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD, pack_length)
+        assert batch.shared_prefix.input_ids.shape[0] == (2 if pack_length else 3)
     sums, lengths, grads = _sums_and_grads(policy, batch, chunk_size)
     torch.testing.assert_close(sums, plain_sums, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lengths, plain_lengths)
@@ -80,11 +86,13 @@ def layouts(tiny_llama, tmp_path_factory) -> dict[tuple[str, bool], str]:
     }
 
 
+@pytest.mark.parametrize("pack_length", [None, PACK_LENGTH])
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("layout", ["qwen", "mistral"])
-def test_shared_prompt_keeps_the_sliding_window(layouts, layout: str, attention: str) -> None:
+def test_shared_prompt_keeps_the_sliding_window(layouts, layout: str, attention: str, pack_length: int | None) -> None:
     """A 4D mask replaces the model's own sliding window, so the shared layout must apply it:
-    with rows longer than the window the kernels still give the plain path's log-probs."""
+    with rows longer than the window the kernels still give the plain path's log-probs (packed
+    too, where a pair's window counts from its own restarting positions)."""
     batch = _batch(prompts=[6, 9, 3], chosen=[4, 1, 7], rejected=[2, 6, 5], vocab=256)
     policy = HFCheckpoint(path=layouts[layout, True], attn_implementation=attention).load_policy().eval()
     unwindowed = HFCheckpoint(path=layouts[layout, False], attn_implementation=attention).load_policy().eval()
@@ -93,7 +101,7 @@ def test_shared_prompt_keeps_the_sliding_window(layouts, layout: str, attention:
         full_sums, _ = sequence_logprobs(unwindowed, batch)
     assert not torch.allclose(plain_sums, full_sums, atol=1e-3), "the window must matter for these rows"
 
-    batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
+    batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD, pack_length)
     sums, _, grads = _sums_and_grads(policy, batch, chunk_size=7)
     torch.testing.assert_close(sums, plain_sums, atol=1e-5, rtol=1e-5)
     for name, grad in grads.items():
@@ -105,18 +113,43 @@ def test_shared_rows_encode_the_prompt_once() -> None:
     rows = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
     assert rows.input_ids.shape == (2, 12)  # 6 + 4 + 2 and 3 + 2 + 5 (padded to 12)
     assert rows.num_tokens == 12 + 10
-    assert rows.position_ids[0].tolist() == list(range(10)) + [6, 7]
-    mask = rows.attention_mask[0, 0]
+    segments = rows.segments
+    assert segments.positions[0].tolist() == list(range(10)) + [6, 7]
+    assert segments.pair[1].tolist() == [1] * 10 + [-1] * 2
+    assert segments.kind[1].tolist() == [0] * 3 + [1] * 7 + [-1] * 2
+    assert segments.completion[1].tolist() == [-1] * 3 + [0] * 2 + [1] * 5 + [-1] * 2
+    mask = segments.dense()[0, 0]
     assert not mask[10:, 6:10].any()  # rejected tokens never see the chosen completion
     assert mask[10:, :6].all()  # but see the whole prompt
+    assert torch.equal(mask[:10, :10], torch.ones(10, 10, dtype=torch.bool).tril())  # prompt + chosen: causal
+    assert torch.equal(mask[10:, 10:], torch.ones(2, 2, dtype=torch.bool).tril())
 
 
-def test_share_prompt_refuses_attention_without_4d_masks(tiny_llama) -> None:
+def test_packed_rows_by_hand() -> None:
+    """Pairs of 12 and 10 shared tokens in rows of 25: one row, the second pair from column 12,
+    its positions restarting, its scored tokens moved with it; nothing crosses between pairs."""
+    batch = _batch(prompts=[6, 3], chosen=[4, 2], rejected=[2, 5], vocab=50)
+    alone = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
+    rows = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD, pack_length=25)
+    assert rows.input_ids.shape == (1, 22)
+    assert torch.equal(rows.input_ids[0, 12:], alone.input_ids[1, :10])
+    assert rows.segments.pair[0].tolist() == [0] * 12 + [1] * 10
+    assert rows.segments.positions[0].tolist() == list(range(10)) + [6, 7] + list(range(5)) + [3, 4, 5, 6, 7]
+    second = alone.scored.rows == 1
+    assert rows.scored.rows.tolist() == [0] * len(second)
+    assert torch.equal(rows.scored.targets[second], alone.scored.targets[second] + 12)
+    assert torch.equal(rows.scored.sources[second], alone.scored.sources[second] + 12)
+    mask = rows.segments.dense()[0, 0]
+    assert not mask[12:, :12].any()
+    assert torch.equal(mask[12:, 12:], alone.segments.dense()[1, 0, :10, :10])
+
+
+def test_share_prompt_refuses_attention_without_a_per_token_rule(tiny_llama) -> None:
     policy = HFCheckpoint(path=tiny_llama.path).load_policy()
     policy.config._attn_implementation = "flash_attention_2"
     batch = _batch(prompts=[3], chosen=[2], rejected=[2], vocab=50)
     batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
-    with pytest.raises(ValueError, match="data.share_prompt=true needs model.attn_implementation sdpa or eager"):
+    with pytest.raises(ValueError, match="data.share_prompt=true cannot run on model.attn_implementation=flash_attention_2"):
         sequence_logprobs(policy, batch)
 
 
@@ -151,13 +184,16 @@ def test_share_prompt_collation_gives_the_padded_logprobs(tiny_llama, policy) ->
     from lit_prefopt.data.datamodule import PreferenceDataModule
     from lit_prefopt.paths import sample_data_path
 
-    def first_batch(share_prompt: bool) -> PreferenceBatch:
+    def first_batch(share_prompt: bool, pack: bool = False) -> PreferenceBatch:
         data = PreferenceDataModule(train_files=[str(sample_data_path("train.jsonl"))], batch_size=4, shuffle=False,
-                                    share_prompt=share_prompt)
+                                    share_prompt=share_prompt, pack=pack)
         data.set_tokenizer(tiny_llama.load_tokenizer())
         return next(iter(data.train_dataloader()))
 
-    padded, shared = first_batch(False), first_batch(True)
+    padded, shared, packed = first_batch(False), first_batch(True), first_batch(True, pack=True)
     assert padded.shared_prefix is None and shared.shared_prefix is not None
+    assert packed.shared_prefix.input_ids.shape[0] == 1, "four short sample pairs fit one row of 2 * 1024 tokens"
     with torch.no_grad():
-        torch.testing.assert_close(sequence_logprobs(policy, shared), sequence_logprobs(policy, padded), atol=1e-5, rtol=1e-5)
+        expected = sequence_logprobs(policy, padded)
+        torch.testing.assert_close(sequence_logprobs(policy, shared), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(sequence_logprobs(policy, packed), expected, atol=1e-5, rtol=1e-5)

@@ -1,5 +1,6 @@
-"""The attention backends the GPU check times, each built from `attention_layouts` and starting
-from the same q/k/v in the projections' [B, L, H, D] layout (grouped-query heads):
+"""The attention backends the GPU check times, each built by lit_prefopt.kernels.attention from
+the segment ids of `attention_layouts` (what training runs), and starting from the same q/k/v in
+the projections' [B, L, H, D] layout (grouped-query heads):
 
 - `dense_sdpa`: the [B, 1, L, L] boolean mask, K/V repeated to every query head as transformers
   does whenever SDPA gets a mask (today's `data.share_prompt` path on a GPU);
@@ -23,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.gpu.attention_layouts import Layout, VarlenSegments, dense_mask, segment_kinds, shared_prompt_rule
+from benchmarks.gpu.attention_layouts import Layout, dense_mask, segment_ids
+from lit_prefopt.kernels.attention.varlen import attend_in_segments, varlen_plan
 
 Attention = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -53,11 +55,10 @@ def flex(layout: Layout, device: torch.device) -> Attention:
         raise Unavailable(f"flex_attention has no backward on {device.type} in torch {torch.__version__} "
                           "(training needs CUDA)")
     try:
-        from torch.nn.attention.flex_attention import create_block_mask
+        from lit_prefopt.kernels.attention.flex import block_mask as build_block_mask
     except ImportError as error:
         raise Unavailable(f"torch {torch.__version__} has no flex_attention: {error}") from None
-    rule = shared_prompt_rule(segment_kinds(layout, device))
-    block_mask = create_block_mask(rule, layout.rows, None, layout.length, layout.length, device=device)
+    block_mask = build_block_mask(segment_ids(layout, device), None)
     attention = compiled_flex_attention()
 
     def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -83,15 +84,14 @@ def varlen_kernel(device: torch.device) -> tuple[str, Callable[..., Tensor]]:
     try:
         from torch.nn.attention.varlen import varlen_attn
 
-        return "torch.nn.attention.varlen", lambda q, k, v, cq, ck, mq, mk: varlen_attn(
-            q, k, v, cq, ck, mq, mk, window_size=(-1, 0), enable_gqa=True)
+        return "torch.nn.attention.varlen", varlen_attn
     except ImportError:
         pass
     try:
         from flash_attn import flash_attn_varlen_func
 
-        return "flash_attn", lambda q, k, v, cq, ck, mq, mk: flash_attn_varlen_func(
-            q, k, v, cq, ck, mq, mk, causal=True)
+        return "flash_attn", lambda q, k, v, cq, ck, mq, mk, *, scale, window_size, enable_gqa: flash_attn_varlen_func(
+            q, k, v, cq, ck, mq, mk, softmax_scale=scale, causal=True, window_size=window_size)
     except ImportError:
         raise Unavailable(f"torch {torch.__version__} has no torch.nn.attention.varlen "
                           "and flash-attn is not installed") from None
@@ -99,13 +99,10 @@ def varlen_kernel(device: torch.device) -> tuple[str, Callable[..., Tensor]]:
 
 def varlen(layout: Layout, device: torch.device) -> Attention:
     _, kernel = varlen_kernel(device)
-    segments = VarlenSegments.of(layout, device)
+    plan = varlen_plan(segment_ids(layout, device))
 
     def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        flat = [x.reshape(-1, *x.shape[2:]) for x in (q, k, v)]
-        keys, values = (x.index_select(0, segments.key_index) for x in flat[1:])
-        out = kernel(flat[0], keys, values, segments.cu_q, segments.cu_k, segments.max_q, segments.max_k)
-        return out.view(q.shape)
+        return attend_in_segments(*(x.transpose(1, 2) for x in (q, k, v)), plan, None, None, kernel)
 
     return attend
 

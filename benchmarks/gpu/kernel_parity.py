@@ -33,7 +33,7 @@ from benchmarks.fixture import collate_records, read_pairs
 from lit_prefopt.criteria.base import PairLogps
 from lit_prefopt.criteria.dpo import DPO
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.data.shared_prefix import with_shared_prompts
+from lit_prefopt.data.collate import with_shared_prompts
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
 
@@ -62,9 +62,16 @@ def combinations(chunk: int) -> list[Kernels]:
     return [
         Kernels("chunked_head", {"data.share_prompt": False, "model.chunked_logprobs": chunk}, None, chunk),
         Kernels("shared_prompt", {"data.share_prompt": True, "model.chunked_logprobs": 0}, with_shared_prompts, 0),
+        Kernels("packed+chunked_head", {"data.share_prompt": True, "data.pack": True, "model.chunked_logprobs": chunk},
+                _packed, chunk),
         Kernels("shared_prompt+chunked_head", {"data.share_prompt": True, "model.chunked_logprobs": chunk},
                 with_shared_prompts, chunk),
     ]
+
+
+def _packed(batch: PreferenceBatch) -> PreferenceBatch:
+    """`data.pack=true` with its default row length, 2 * the longest row a pair may have (here the batch's)."""
+    return with_shared_prompts(batch, pack_length=2 * batch.input_ids.shape[1])
 
 
 @dataclass

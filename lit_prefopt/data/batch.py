@@ -33,7 +33,8 @@ class PreferenceBatch:
     `reference_chosen`/`reference_rejected` hold precomputed summed reference log-probs when the
     data carried them (or a cache supplied them), else None.
     `shared_prefix`, when set (`data.share_prompt`), is the same pairs as one row each with the
-    prompt encoded once; the log-prob kernel then uses it instead of the padded rows.
+    prompt encoded once (several pairs per row with `data.pack`), their attention rule as segment
+    ids; the log-prob kernel then uses it instead of the padded rows.
     `counts` carries per-batch deltas of data counters (names from `DATA_COUNTERS`) from the
     workers that made the batch, so the module can log run totals.
     """

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.shared_prefix import share_prompts
 from lit_prefopt.data.tokenize import TokenizedPair
 
 
@@ -45,3 +46,10 @@ def collate_pairs(
         ids=[pair.id or "" for pair in pairs],
         counts=dict(counts or {}),
     )
+
+
+def with_shared_prompts(batch: PreferenceBatch, pack_length: int | None = None) -> PreferenceBatch:
+    """The collate step of `data.share_prompt=true`: attach the shared layout to a padded batch
+    (with `data.pack=true`, its pairs packed into rows of `pack_length` tokens)."""
+    batch.shared_prefix = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, pack_length=pack_length)
+    return batch

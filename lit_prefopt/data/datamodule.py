@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
 
 from lit_prefopt.data.batch import PreferenceBatch
+from lit_prefopt.data.collate import with_shared_prompts
 from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
 from lit_prefopt.data.loader import LightningStatefulLoader
 from lit_prefopt.data.scan import DataScan, scan_sources
-from lit_prefopt.data.shared_prefix import with_shared_prompts
 from lit_prefopt.data.sources import DataSources, resolve_sources
 from lit_prefopt.data.tokenize import PairTokenizer
 
@@ -30,7 +31,9 @@ class PreferenceDataModule(LightningDataModule):
     """Streams JSONL preference pairs (docs/ARCHITECTURE.md#data-records-and-tokenization) as `PreferenceBatch`es.
 
     `batch_size` pairs per batch, or, when `max_num_tokens` is set, length-bucketed batches of at
-    most that many padded tokens (then `batch_size` is not used). `truncation` is `truncate` or
+    most that many padded tokens (then `batch_size` is not used). `share_prompt` lays each pair out
+    as one row [prompt | chosen | rejected]; `pack` then packs a batch's pairs into rows of
+    `pack_length` tokens (default 2 * `max_seq_len`); which pairs form a batch is unchanged. `truncation` is `truncate` or
     `drop` for pairs over `max_seq_len`; `on_bad_record` is `error` or `skip`; `validate=False`
     skips the scan, and a bad record then stops the run when it is read. The stream's position
     is saved in Lightning checkpoints (`loader.py`: torchdata's `StatefulDataLoader`, corrected
@@ -55,6 +58,8 @@ class PreferenceDataModule(LightningDataModule):
         mask_source_tokens: bool = True,
         max_dropped_fraction: float = 0.5,
         share_prompt: bool = True,
+        pack: bool = False,
+        pack_length: int | None = None,
         tokenizer: Any = None,
     ) -> None:
         super().__init__()
@@ -76,6 +81,14 @@ class PreferenceDataModule(LightningDataModule):
         _check_bool("data.shuffle", shuffle)
         _check_bool("data.mask_source_tokens", mask_source_tokens)
         _check_bool("data.share_prompt", share_prompt)
+        _check_bool("data.pack", pack)
+        if pack and not share_prompt:
+            raise ValueError("data.pack=true packs shared-prompt rows: it needs data.share_prompt=true")
+        if pack_length is not None:
+            if not pack:
+                raise ValueError("data.pack_length is set but data.pack=false: set data.pack=true or data.pack_length=null")
+            _check_int("data.pack_length", pack_length, minimum=2 * max_seq_len,
+                       what=f"null or an integer >= 2 * data.max_seq_len = {2 * max_seq_len} (every pair must fit a row)")
         _check_int("data.num_workers", num_workers, minimum=0, what="a non-negative integer")
         _check_int("data.shuffle_buffer", shuffle_buffer, minimum=1, what="a positive integer")
         _check_int("data.bucket_pool", bucket_pool, minimum=1, what="a positive integer")
@@ -89,6 +102,8 @@ class PreferenceDataModule(LightningDataModule):
         self.validate = validate
         self.num_workers = num_workers
         self.share_prompt = share_prompt
+        # A pair's shared row is at most 2 * max_seq_len tokens, so every pair fits the default.
+        self.pack_length = (pack_length or 2 * max_seq_len) if pack else None
         self.settings = StreamSettings(
             batch_size=batch_size,
             max_num_tokens=max_num_tokens,
@@ -155,7 +170,7 @@ class PreferenceDataModule(LightningDataModule):
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=with_shared_prompts if self.share_prompt else _as_is,
+            collate_fn=partial(with_shared_prompts, pack_length=self.pack_length) if self.share_prompt else _as_is,
         )
 
     def _sources(self) -> tuple[DataSources, DataSources | None]:

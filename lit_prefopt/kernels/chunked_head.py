@@ -9,6 +9,8 @@ head matmul in backward (the same trade as activation checkpointing, for the hea
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -81,7 +83,7 @@ def _add_product(total: Tensor, left: Tensor, right: Tensor) -> None:
         total.add_(left @ right)
 
 
-def scored_logprobs(model: nn.Module, inputs: dict[str, Tensor], sources: tuple[Tensor, Tensor], targets: Tensor, chunk_size: int) -> Tensor:
+def scored_logprobs(model: nn.Module, inputs: dict[str, Any], sources: tuple[Tensor, Tensor], targets: Tensor, chunk_size: int) -> Tensor:
     """Float32 log-probs [M] of `targets` predicted at the hidden positions `sources` (rows,
     columns), through the model's own forward with its LM head computing them chunk by chunk.
 

@@ -5,7 +5,8 @@ log-prob is `logit[target] - logsumexp(logits)`, which never materializes a seco
 full-vocabulary tensor the way `log_softmax` followed by `gather` would.
 
 Two kernels produce the same (sums, lengths) from other layouts, so the criteria never fork:
-a batch with `shared_prefix` encodes each prompt once (lit_prefopt.data.shared_prefix), and
+a batch with `shared_prefix` encodes each prompt once (lit_prefopt.data.shared_prefix; its attention
+rule reaches the model through the backend of lit_prefopt.kernels.attention), and
 `chunk_size` > 0 runs the LM head only on the positions that predict completion tokens (prompts
 are most of HH-RLHF's tokens), chunk by chunk, never holding full-vocabulary logits, inside the
 model's own forward so FSDP's hooks still run (lit_prefopt.kernels.chunked_head).
@@ -17,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.data.shared_prefix import ScoredTokens, attention_mask_for
+from lit_prefopt.data.shared_prefix import ScoredTokens
+from lit_prefopt.kernels.attention.backends import attention_inputs, check_usable, implementation_of
 from lit_prefopt.kernels.chunked_head import scored_logprobs
 
 
@@ -44,13 +46,13 @@ def sequence_logprobs(model: nn.Module, batch: PreferenceBatch, chunk_size: int 
 
     Rows of the result follow the batch contract (chosen, then rejected) whatever the layout.
     """
+    check_usable(implementation_of(model), batch.input_ids.device)
     if batch.shared_prefix is None and chunk_size == 0:
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
         return masked_sums(token_logprobs(logits, batch.input_ids), batch.completion_mask)
     if batch.shared_prefix is not None:
         rows = batch.shared_prefix
-        mask = attention_mask_for(model, rows.attention_mask, rows.position_ids)
-        inputs = dict(input_ids=rows.input_ids, attention_mask=mask, position_ids=rows.position_ids)
+        inputs = dict(input_ids=rows.input_ids, **attention_inputs(model, rows.segments))
         scored = rows.scored
     else:
         inputs = dict(input_ids=batch.input_ids, attention_mask=batch.attention_mask)

@@ -14,6 +14,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lit_prefopt.kernels.attention.backends import check_implementation
 from lit_prefopt.models.lora import merge_adapters, with_lora_adapters
 from lit_prefopt.models.run_checkpoint import is_run_checkpoint, read_run_checkpoint
 from lit_prefopt.models.sharding import load_sharded
@@ -33,6 +34,10 @@ class HFCheckpoint:
     `path` is the policy's starting point, `reference_path` the frozen reference (default: the
     same directory, e.g. the SFT model). Either may also be an earlier lit_prefopt run's `hf/`
     export or one of its `.ckpt` files.
+
+    `attn_implementation` is transformers' name (`sdpa`, `eager`, `flex_attention`,
+    `flash_attention_2`) or `varlen`; it also chooses how shared-prompt rows attend
+    (lit_prefopt.kernels.attention.backends).
 
     With `lora.r > 0` only LoRA adapters train (peft), and the reference is the same model with
     its adapters disabled, so no second copy is held in memory.
@@ -62,6 +67,7 @@ class HFCheckpoint:
         self.dtype = dtype
         self._reference_dtype = reference_dtype
         self.trust_remote_code = trust_remote_code
+        check_implementation(attn_implementation)
         self.attn_implementation = attn_implementation
         self.gradient_checkpointing = gradient_checkpointing
         self.compile = compile

@@ -35,6 +35,7 @@ def losses(run_dir: Path) -> list[float]:
 # runs use the default kernels (shared prompt, chunked head), and KERNELS a chunk smaller than a batch.
 PLAIN = ("data.share_prompt=false", "model.chunked_logprobs=0")
 KERNELS = ("model.chunked_logprobs=16",)
+PACKED = ("data.pack=true",)  # a rank's 2 pairs in one row
 
 
 CRITERIA = {
@@ -64,8 +65,8 @@ def single_process_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "strategy,criterion,kernels",
-    [("ddp", "dpo", ()), ("fsdp", "dpo", ()), ("fsdp", "dpo", KERNELS), ("ddp", "bco_pair", ()), ("ddp", "tr_dpo", ()),
-     ("fsdp", "tr_dpo", ())],
+    [("ddp", "dpo", PACKED), ("fsdp", "dpo", ()), ("fsdp", "dpo", (*KERNELS, *PACKED)), ("ddp", "bco_pair", ()),
+     ("ddp", "tr_dpo", ()), ("fsdp", "tr_dpo", ())],
 )
 def test_two_processes_match_one_process(
     strategy: str, criterion: str, kernels: tuple[str, ...], single_process_runs, tmp_path: Path
