@@ -112,7 +112,7 @@ def test_inputs_directories_and_gzip(tmp_path, write_jsonl, tokenizer):
         (dict(num_workers=-1), "data.num_workers must be a non-negative integer"),
         (dict(validate="yes"), "data.validate must be true or false"),
         (dict(max_dropped_fraction=2), r"data.max_dropped_fraction must be a number in \[0, 1\]"),
-        (dict(pack=True), "data.pack=true packs shared-prompt rows: it needs data.share_prompt=true"),
+        (dict(pack=True, share_prompt=False), "data.pack=true packs shared-prompt rows: it needs data.share_prompt=true"),
         (dict(share_prompt=True, pack_length=4096), "data.pack_length is set but data.pack=false"),
         (dict(share_prompt=True, pack=True, pack_length=100, max_seq_len=64), r"data.pack_length must be null or an integer >= 2 \* data.max_seq_len = 128"),
     ],
