@@ -3,16 +3,14 @@ give the same losses and running mean as 1 process with the whole batch."""
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lit_prefopt.criteria.base import PairLogps
 from lit_prefopt.criteria.bco import BCOPair
+from tests.gloo import free_port, gloo_group
 
 FIELDS = ("chosen", "rejected", "chosen_lengths", "rejected_lengths", "ref_chosen", "ref_rejected")
 # Rank 0 gets the first pair of each step, rank 1 the other two: unequal shares, as token-budget
@@ -37,20 +35,11 @@ def shard(logps: PairLogps, rank: int) -> PairLogps:
 
 
 def worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, port):
         criterion = BCOPair(beta=0.5)
         losses = [criterion(shard(batch, rank)).losses for batch in steps()]
         torch.save({"losses": torch.stack(losses), "delta": criterion.delta}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_two_processes_match_one(tmp_path: Path) -> None:

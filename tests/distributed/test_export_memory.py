@@ -8,8 +8,6 @@ dtype; gathering a float32 state dict and loading it into a second model took ab
 from __future__ import annotations
 
 import json
-import os
-import socket
 import struct
 from pathlib import Path
 
@@ -17,6 +15,8 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from tests.gloo import free_port, gloo_group
 
 # A Llama shape of 374M parameters: 24 layers of width 1024, a 32k vocabulary, untied head.
 SHAPE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
@@ -31,9 +31,7 @@ def status_kib(field: str) -> int:
 
 
 def worker(rank: int, port: int, target: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, port):
         from torch.distributed.device_mesh import init_device_mesh
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -57,14 +55,7 @@ def worker(rank: int, port: int, target: str, out: str) -> None:
         rise = status_kib("VmHWM") - before
         if rank == 0:
             torch.save({"rise_bytes": rise * 1024, "parameters": parameters}, out)
-    finally:
-        dist.destroy_process_group()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -8,7 +8,6 @@ log-probs stay float32, and the gradient norm with its clipping costs one all-re
 from __future__ import annotations
 
 import os
-import socket
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -18,11 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.gloo import free_port
 
 
 def worker(rank: int, port: int, model_dir: str, out: str) -> None:

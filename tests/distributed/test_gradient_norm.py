@@ -6,14 +6,14 @@ ranks); the norm must be the norm of the full tensors on both ranks, and cost on
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from tests.gloo import free_port, gloo_group
 
 FULL = [torch.arange(12.0).reshape(4, 3), torch.tensor([3.0, 0.0, 4.0, 0.0, 0.0]), torch.full((2, 2), 0.5)]
 # sqrt(sum(0..11 squared) + 3^2 + 4^2 + 4 * 0.25) = sqrt(506 + 25 + 1)
@@ -38,9 +38,7 @@ def count_all_reduces(calls: list[str]) -> None:
 
 
 def worker(rank: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
+    with gloo_group(rank, port):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.tensor import Shard, distribute_tensor
 
@@ -53,14 +51,7 @@ def worker(rank: int, port: int, out: str) -> None:
         norm = scale_and_clip_(grads, torch.tensor(2.0), max_norm=1.0)
         clipped = [g.full_tensor() for g in grads]
         torch.save({"norm": norm, "calls": calls, "clipped": clipped}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from lit_prefopt.run_agreement import check_agreement, require_shared_run_dir
 from tests.entry_process import entry_env
+from tests.gloo import free_port, gloo_group
 
 TORCHRUN_RANK = {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
 SRUN_TASK = {"SLURM_NTASKS": "16", "SLURM_PROCID": "3", "SLURM_JOB_NAME": "dpo"}
@@ -38,32 +36,23 @@ def test_a_dated_run_dir_is_fine_when_one_process_decides(env: dict[str, str]) -
     require_shared_run_dir(None, run_dir_given=False, num_nodes=1, env=env)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _compare(rank: int, port: int, out_dir: str) -> None:
     """Rank 1 first sees rank 0's checkpoint, then (as on a node without the shared filesystem) none."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    outcomes = []
-    try:
+    with gloo_group(rank, port):
+        outcomes = []
         for ckpt_path in ["a/last.ckpt", "a/last.ckpt" if rank == 0 else None]:
             try:
                 check_agreement(Path(out_dir), ckpt_path)
                 outcomes.append("agreed")
             except RuntimeError as error:
                 outcomes.append(str(error))
-    finally:
-        dist.destroy_process_group()
     Path(out_dir, f"rank{rank}.txt").write_text("\n".join(outcomes))
 
 
 @pytest.mark.slow
 def test_ranks_that_see_different_checkpoints_all_stop(tmp_path: Path) -> None:
-    mp.start_processes(_compare, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_compare, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     for rank in range(2):
         agreed, disagreed = (tmp_path / f"rank{rank}.txt").read_text().split("\n")
         assert agreed == "agreed"

@@ -5,18 +5,17 @@ One pair of gloo processes runs every check (starting processes is most of the c
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, LlamaConfig
+
+from tests.gloo import free_port, gloo_group
 
 IDS = torch.tensor([[0, 5, 9, 33, 2, 7]])
 # About 470M float32 parameters: a 1.9 GB checkpoint.
@@ -29,17 +28,10 @@ def _status_bytes(key: str) -> int:
     return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE).group(1)) * 1024
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _worker(rank: int, port: int, root: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    results: dict = {}
-    try:
+    with gloo_group(rank, port):
+        results: dict = {}
         from torch.distributed.device_mesh import init_device_mesh
 
         from lit_prefopt.models.sharding import load_sharded
@@ -58,8 +50,6 @@ def _worker(rank: int, port: int, root: str) -> None:
         large = load_sharded(f"{root}/large", mesh, cpu, torch.float32)
         results["load_rise"] = _status_bytes("VmHWM") - start
         results["large_sum"] = sum(p.full_tensor().double().sum().item() for p in large.parameters())
-    finally:
-        dist.destroy_process_group()
     if rank == 0:
         torch.save(results, Path(root) / "results.pt")
 
@@ -90,7 +80,7 @@ def test_ranks_read_their_slices(tmp_path: Path) -> None:
     checkpoint_bytes = _large_checkpoint(tmp_path / "large")
     assert checkpoint_bytes > 1.5e9
 
-    mp.start_processes(_worker, args=(_free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
     results = torch.load(tmp_path / "results.pt", weights_only=True)
     with torch.no_grad():
         torch.testing.assert_close(results["tied_logits"], tied.eval()(input_ids=IDS).logits, atol=1e-5, rtol=1e-5)

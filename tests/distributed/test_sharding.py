@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.gloo import free_port, gloo_group
 
 
 def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_group(rank, port, world):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.tensor import DTensor
 
@@ -47,13 +38,11 @@ def _worker(rank: int, world: int, port: int, model_dir: str, out_dir: str) -> N
         full = full_state_dict(model)
         if rank == 0:
             torch.save({"logits": logits, "state": full}, Path(out_dir) / "sharded.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_sharded_load_matches_unsharded(tiny_llama, tmp_path: Path) -> None:
-    mp.start_processes(_worker, args=(2, _free_port(), tiny_llama.path, str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), tiny_llama.path, str(tmp_path)), nprocs=2, start_method="spawn")
     result = torch.load(tmp_path / "sharded.pt", weights_only=True)
     reference = tiny_llama.load_policy().eval()
     with torch.no_grad():
