@@ -84,11 +84,18 @@ class LoadedModels:
         self.policy.config.use_cache = False
         return self.policy.train()
 
-    def load_reference(self, mesh: DeviceMesh | None = None, device: torch.device | None = None) -> PreTrainedModel:
-        """The given reference, the one at `reference_path`, or a copy of the policy as given."""
+    def reference_dtype(self, precision: str) -> str:
+        """The dtype of the models as given: objects keep their own, a directory side loads in it."""
+        return self.dtype
+
+    def load_reference(
+        self, mesh: DeviceMesh | None = None, device: torch.device | None = None,
+        mp_policy: object | None = None, dtype: str | None = None,
+    ) -> PreTrainedModel:
+        """The given reference, the one at `reference_path` (in `dtype`), or a copy of the policy as given."""
         _refuse_sharding(mesh)
         if self.reference_path is not None:
-            return self._checkpoint(self.reference_path).load_reference(None, device)
+            return self._checkpoint(self.reference_path).load_reference(None, device, dtype=dtype)
         model = self.reference if self.reference is not None else copy.deepcopy(self.policy)
         model.requires_grad_(False)
         return model.eval()
