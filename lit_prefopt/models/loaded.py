@@ -90,9 +90,10 @@ class LoadedModels:
 
     def load_reference(
         self, mesh: DeviceMesh | None = None, device: torch.device | None = None,
-        mp_policy: object | None = None, dtype: str | None = None,
+        mp_policy: object | None = None, dtype: str | None = None, policy: PreTrainedModel | None = None,
     ) -> PreTrainedModel:
-        """The given reference, the one at `reference_path` (in `dtype`), or a copy of the policy as given."""
+        """The given reference, the one at `reference_path` (in `dtype`), or a copy of the policy as given
+        (`self.policy`, not the `policy` argument, which may have been trained by then)."""
         _refuse_sharding(mesh)
         if self.reference_path is not None:
             return self._checkpoint(self.reference_path).load_reference(None, device, dtype=dtype)

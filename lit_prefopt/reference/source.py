@@ -132,7 +132,8 @@ class LiveReference(ReferenceSource):
         mesh = sharding_mesh(module.device_mesh) if module.device_mesh is not None else None
         mp_policy = getattr(trainer.strategy, "mp_policy", None)
         dtype = self.dtype(trainer.precision)
-        self.model = self.models.load_reference(mesh, trainer.strategy.root_device, mp_policy, dtype)
+        # The policy, when already loaded, may serve a reference of the same checkpoint (no second read).
+        self.model = self.models.load_reference(mesh, trainer.strategy.root_device, mp_policy, dtype, module.policy)
 
     @torch.no_grad()
     def logps(self, batch: PreferenceBatch) -> PairScores:
