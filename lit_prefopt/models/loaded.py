@@ -77,7 +77,10 @@ class LoadedModels:
             )
         return with_pad_token(AutoTokenizer.from_pretrained(self.base_directory))
 
-    def load_policy(self, mesh: DeviceMesh | None = None, device: torch.device | None = None) -> PreTrainedModel:
+    def load_policy(
+        self, mesh: DeviceMesh | None = None, device: torch.device | None = None, mp_policy: object | None = None,
+    ) -> PreTrainedModel:
+        """The given policy, or the one at its directory (`HFCheckpoint`'s signature; never sharded)."""
         _refuse_sharding(mesh)
         if self.policy is None:
             return self._checkpoint(self.policy_path).load_policy(None, device)
