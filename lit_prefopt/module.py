@@ -30,8 +30,8 @@ from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint, with_pad_token
 from lit_prefopt.models.export import export_hf
-from lit_prefopt.models.lora import base_model_mode, has_adapters
 from lit_prefopt.optim import check_updates_survive, parameter_groups
+from lit_prefopt.reference.source import LiveReference, ReferenceSource, choose_reference_source
 from lit_prefopt.strategies import sharding_mesh
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,10 @@ SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LR
 class PreferenceModule(LightningModule):
     """Trains `checkpoint`'s policy with `criterion`.
 
-    The reference model is kept outside the module tree (a plain attribute that `nn.Module`
-    does not register) so it is never in `state_dict`, a checkpoint, DDP's gradient buckets or
-    the optimizer; it is rebuilt from its path on resume. When the data carries reference
-    scores (`reference_from_data`), no reference model is loaded at all.
+    Reference log-probs come from one `ReferenceSource` chosen in `setup`: scores in the data
+    (`reference_from_data`), the reference cache, LoRA's base weights or a live frozen model,
+    which the source owns outside the module tree (never in `state_dict`, a checkpoint, DDP's
+    gradient buckets or the optimizer; rebuilt from its path on resume).
     """
 
     def __init__(
@@ -74,15 +74,25 @@ class PreferenceModule(LightningModule):
         self.data_counts: dict[str, int] = dict.fromkeys(DATA_COUNTERS, 0)
         self.last_validated_step = -1
         self.policy: PreTrainedModel | None = None
-        self.__dict__["reference"] = None
+        # Where reference log-probs come from, chosen in `setup` (lit_prefopt.reference.source).
+        self.reference_source: ReferenceSource | None = None
         self.val_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in PAIR_METRICS})
         self._step_sums: dict[str, Tensor] = {}
         self._step_started = time.perf_counter()
 
     @property
-    def loads_reference_model(self) -> bool:
-        """A separate reference model is needed unless the data or LoRA's base weights provide it."""
-        return self.criterion.needs_reference and not self.reference_from_data and not self.checkpoint.uses_lora
+    def reference(self) -> nn.Module | None:
+        """The frozen reference model, when the reference source holds one (the live source)."""
+        return self.reference_source.model if self.reference_source is not None else None
+
+    def live_reference(self) -> LiveReference:
+        """A fresh live reference for this module's models (the reference cache fills from one)."""
+        return LiveReference(self.checkpoint, self.checkpoint.chunked_logprobs)
+
+    def setup(self, stage: str) -> None:
+        """Choose the reference source once, before `configure_model` loads anything."""
+        if self.reference_source is None:
+            self.reference_source = choose_reference_source(self, self.trainer)
 
     def configure_model(self) -> None:
         """Load the models once (Lightning calls this again for validate, then fit).
@@ -95,46 +105,17 @@ class PreferenceModule(LightningModule):
         mp_policy = getattr(self.trainer.strategy, "mp_policy", None)
         if self.policy is None:
             self.policy = self.checkpoint.load_policy(mesh, device, mp_policy)
-        if self.loads_reference_model and self.reference is None:
-            dtype = self.checkpoint.reference_dtype(self.trainer.precision)
-            self.__dict__["reference"] = self.checkpoint.load_reference(mesh, device, mp_policy, dtype)
+        if self.reference_source is not None:
+            self.reference_source.configure(self)
 
     def pair_logps(self, batch: PreferenceBatch) -> PairLogps:
-        """Policy log-probs with grad, and reference log-probs without, for the batch's pairs."""
+        """Policy log-probs with grad, and the reference source's log-probs, for the batch's pairs."""
         sums, lengths = sequence_logprobs(self.policy, batch, self.checkpoint.chunked_logprobs)
         chosen, rejected = sums.chunk(2)
         chosen_lengths, rejected_lengths = lengths.chunk(2)
-        ref_chosen, ref_rejected = self._reference_logps(batch)
+        ref_chosen, ref_rejected = self.reference_source.logps(batch) if self.reference_source else (None, None)
         return PairLogps(chosen, rejected, chosen_lengths, rejected_lengths, ref_chosen, ref_rejected,
                          weights=batch.pair_weights.float())
-
-    def _reference_logps(self, batch: PreferenceBatch) -> tuple[Tensor | None, Tensor | None]:
-        if not self.criterion.needs_reference:
-            return None, None
-        if batch.reference_chosen is not None and batch.reference_rejected is not None:
-            return batch.reference_chosen.float(), batch.reference_rejected.float()
-        with torch.no_grad():
-            if self.reference is not None:
-                self._move_reference_to_device()
-                sums, _ = sequence_logprobs(self.reference, batch, self.checkpoint.chunked_logprobs)
-                if hasattr(self.reference, "reshard"):
-                    # FSDP2 keeps the root's parameters gathered after a forward that has no
-                    # backward; free them now rather than holding a full copy all step.
-                    self.reference.reshard()
-            elif has_adapters(self.policy):
-                with base_model_mode(self.policy) as base:
-                    sums, _ = sequence_logprobs(base, batch, self.checkpoint.chunked_logprobs)
-            else:
-                raise RuntimeError("the criterion needs reference log-probs, but the batch has none and no reference is loaded")
-        return sums.chunk(2)
-
-    def _move_reference_to_device(self) -> None:
-        first = next(self.reference.parameters())
-        if first.device != self.device:
-            # Normal tensors even when the first use is a validation under inference mode, so
-            # TR-DPO can update them in place later, in training.
-            with torch.inference_mode(False):
-                self.reference.to(self.device)
 
     def _pair_results(self, batch: PreferenceBatch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Per-pair losses, pair weights and per-pair metric values of a batch."""

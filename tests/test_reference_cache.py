@@ -67,7 +67,9 @@ def _fit(checkpoint: HFCheckpoint, cache_dir: Path, enabled: bool) -> tuple[_Rec
 
 def test_cached_reference_gives_the_live_losses_and_gradients(tiny_llama, tmp_path: Path, monkeypatch) -> None:
     live, live_module = _fit(tiny_llama, tmp_path / "cache", enabled=False)
-    assert live_module.reference is not None
+    assert live_module.reference is not None and not live_module.reference.training
+    assert not any(p.requires_grad for p in live_module.reference.parameters())
+    assert not [k for k in live_module.state_dict() if "reference" in k], "the frozen model is never saved"
     assert len(live.losses) == len(live.grads) == 2 and all(live.grads), "two recorded steps with gradients"
     cold, cold_module = _fit(tiny_llama, tmp_path / "cache", enabled=True)
     assert cold_module.reference is None  # the module never loaded one

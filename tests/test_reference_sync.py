@@ -8,13 +8,14 @@ import torch
 from torch import nn
 
 from lit_prefopt.callbacks.reference_sync import ReferenceSync
+from lit_prefopt.reference.source import LiveReference
 
 
 def _module(policy_value: float, reference_value: float) -> SimpleNamespace:
     policy, reference = nn.Linear(2, 1, bias=False), nn.Linear(2, 1, bias=False)
     nn.init.constant_(policy.weight, policy_value)
     nn.init.constant_(reference.weight, reference_value)
-    return SimpleNamespace(policy=policy, reference=reference)
+    return SimpleNamespace(policy=policy, reference=reference, reference_source=LiveReference(None, 0, reference))
 
 
 def test_syncs_after_every_nth_optimizer_step_only() -> None:

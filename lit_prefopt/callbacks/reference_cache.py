@@ -9,7 +9,9 @@ shape the tokens (`max_seq_len`, truncation, ...), and the dtype the reference r
 (`model.reference_dtype`). Change any of them and the key changes, so a stale entry is never read.
 Rank 0 alone hashes (the other ranks take its key).
 
-Under DDP each rank scores its own shard of the data into its own part file; after a barrier
+A missing entry is filled by the live reference source, loaded as training would load it: in
+`model.reference_dtype`, and under FSDP sharded like the policy (never a full copy per rank).
+Each rank scores its own shard of the data into its own part file; after a barrier
 every rank reads all parts (two floats per pair). Files are written to a temporary name and
 renamed, so concurrent sweep jobs computing the same entry cannot corrupt it. Within an entry a
 pair is found by a digest of its chosen and rejected token ids, so records need no `id` and
@@ -31,7 +33,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import move_data_to_device
 
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.kernels.logprobs import sequence_logprobs
+from lit_prefopt.reference.pair_keys import pair_keys
+from lit_prefopt.reference.source import CachedScores, LiveReference
 
 log = logging.getLogger(__name__)
 
@@ -127,50 +130,49 @@ def _atomic_write_text(target: Path, text: str) -> None:
 
 
 class ReferenceLogpCache(Callback):
-    """Fills every batch's `reference_chosen/rejected` from the cache, computing it if missing.
+    """The reference cache as a source of reference log-probs (lit_prefopt.reference.source).
 
-    It acts in `setup`, before the module loads its models: with the cache in hand the module
-    is told the reference scores come with the data, so no reference model is ever loaded for
-    training. A pair missing from the entry is an error, never a silent live fallback.
+    The module chooses its reference source in `setup`, before it loads any model; when the
+    criterion needs a reference and the data carries none, it asks this callback, which reads
+    the entry (computing it first when missing) and answers with the stored scores. So no
+    reference model is held for training, and the module's settings stay the module's.
     """
 
     def __init__(self, cache_dir: str, enabled: bool = True) -> None:
         self.cache_dir = Path(cache_dir)
         self.enabled = enabled
-        self.scores: dict[str, tuple[float, float]] | None = None
+        self.source: CachedScores | None = None
         self.entry: Path | None = None
 
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if not self.enabled or not pl_module.criterion.needs_reference or pl_module.reference_from_data:
-            return
-        if self.scores is None:
-            self.scores = self._load_or_compute(trainer, pl_module)
-        pl_module.reference_from_data = True
+    def provide_scores(self, trainer: Trainer, module: LightningModule) -> CachedScores:
+        """The cached scores of the datamodule's pairs (one source per callback: validate, then fit)."""
+        if self.source is None:
+            self.source = CachedScores(self._load_or_compute(trainer, module), self.entry)
+        return self.source
 
-    def _load_or_compute(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, tuple[float, float]]:
+    def _load_or_compute(self, trainer: Trainer, module: LightningModule) -> dict[str, tuple[float, float]]:
         # The data as the datamodule reads it (not the run config, which a Python-built module lacks).
         datamodule = trainer.datamodule
         files = [*datamodule.train_files, *(datamodule.val_files or [])]
         memo_path = self.cache_dir / "reference_logps" / "digests.json"
         memo = json.loads(memo_path.read_text()) if memo_path.exists() else {}
-        checkpoint = pl_module.checkpoint
-        if checkpoint.reference_path is None:
+        live = module.live_reference()
+        if live.directory is None:
             raise ValueError("reference_cache needs a reference given as a checkpoint directory, not as a loaded model")
-        settings = vars(datamodule.settings)
-        dtype = checkpoint.reference_dtype(trainer.precision)
+        dtype = live.dtype(trainer.precision)
         key = None
         if trainer.is_global_zero:
-            key = cache_key(checkpoint.reference_path, checkpoint.load_tokenizer(), files, settings, dtype, memo)
+            key = cache_key(live.directory, module.tokenizer, files, vars(datamodule.settings), dtype, memo)
         key = trainer.strategy.broadcast(key)
         self.entry = self.cache_dir / "reference_logps" / key
         store = ReferenceLogpStore(self.entry)
         if not store.complete:
             log.info("reference log-prob cache miss: computing %s", self.entry)
-            reference = checkpoint.load_reference(dtype=dtype).to(pl_module.device)
+            live.configure(module)  # sharded like the policy under FSDP, in `dtype`
             scores = {}
             for loader in _loaders(trainer, bool(datamodule.val_files)):
-                scores.update(score_pairs(reference, loader, pl_module.device, checkpoint.chunked_logprobs))
-            del reference
+                scores.update(score_pairs(live, loader, trainer.strategy.root_device))
+            del live
             store.write_part(trainer.global_rank, scores)
             trainer.strategy.barrier("reference_cache")
             if trainer.is_global_zero:
@@ -182,53 +184,28 @@ class ReferenceLogpCache(Callback):
             log.info("reference log-prob cache hit: %s", self.entry)
         return store.read()
 
-    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: PreferenceBatch, batch_idx: int) -> None:
-        self._fill(batch)
 
-    def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: PreferenceBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._fill(batch)
+def score_pairs(
+    reference: LiveReference, loader: Iterable[PreferenceBatch], device: torch.device
+) -> dict[str, tuple[float, float]]:
+    """{pair key: (summed chosen, summed rejected reference log-probs)} over one pass of `loader`.
 
-    def _fill(self, batch: PreferenceBatch) -> None:
-        if self.scores is None or batch.reference_chosen is not None:
-            return
-        keys, weights = pair_keys(batch), batch.pair_weights.tolist()
-        missing = [i for i, (k, w) in enumerate(zip(keys, weights)) if w > 0 and k not in self.scores]
-        if missing:
-            raise KeyError(f"{len(missing)} pairs of this batch are not in the reference cache {self.entry}")
-        values = torch.tensor([self.scores.get(k, (0.0, 0.0)) for k in keys], device=batch.pair_weights.device)
-        batch.reference_chosen, batch.reference_rejected = values[:, 0], values[:, 1]
-
-
-@torch.no_grad()
-def score_pairs(reference: torch.nn.Module, loader: Iterable[PreferenceBatch], device: torch.device, chunk_size: int = 0) -> dict[str, tuple[float, float]]:
-    """{pair key: (summed chosen, summed rejected reference log-probs)} over one pass of `loader`."""
+    Under FSDP every rank must run the same number of forwards (each one all-gathers): the
+    loaders give every rank the same number of batches (padding batches where a rank's share is
+    short), so each rank's full pass keeps the ranks in lockstep. Padding pairs (weight 0) are
+    scored with the rest and left out of the entry.
+    """
     scores = {}
     for batch in loader:
         batch = move_data_to_device(batch, device)
-        sums, _ = sequence_logprobs(reference, batch, chunk_size)
-        chosen, rejected = sums.chunk(2)
+        chosen, rejected = reference.logps(batch)
         for key, weight, c, r in zip(pair_keys(batch), batch.pair_weights.tolist(), chosen.tolist(), rejected.tolist()):
             if weight > 0:
                 scores[key] = (c, r)
     return scores
 
 
-def pair_keys(batch: PreferenceBatch) -> list[str]:
-    """A digest per pair of its chosen and rejected rows' tokens (padding excluded)."""
-    ids, lengths = batch.input_ids.cpu(), batch.attention_mask.sum(dim=1).tolist()
-    pairs = batch.num_pairs
-    keys = []
-    for p in range(pairs):
-        digest = hashlib.blake2b(digest_size=16)
-        digest.update(ids[p, : lengths[p]].numpy().tobytes())
-        digest.update(b"|")
-        digest.update(ids[pairs + p, : lengths[pairs + p]].numpy().tobytes())
-        keys.append(digest.hexdigest())
-    return keys
-
-
 def _loaders(trainer: Trainer, with_validation: bool) -> list[Iterable[PreferenceBatch]]:
     """One pass over this rank's shard of the training pairs, and of the validation pairs."""
     datamodule = trainer.datamodule
     return [datamodule.train_dataloader(), *([datamodule.val_dataloader()] if with_validation else [])]
-

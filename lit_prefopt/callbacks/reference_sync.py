@@ -1,9 +1,9 @@
 """TR-DPO (Gorbatovski et al., 2024): move the reference toward the policy during training.
 
 Every `every_n_steps` optimizer steps, reference <- mix * policy + (1 - mix) * reference
-(`mix` = 1 is the hard update, a copy; the paper's soft update uses 0.5-0.6). Policy and
-reference are sharded the same way under FSDP and identical on every rank under DDP, so each
-rank updates its own parameters (or shards) and all stay in agreement with no communication.
+(`mix` = 1 is the hard update, a copy; the paper's soft update uses 0.5-0.6). The live
+reference source (lit_prefopt.reference.source.LiveReference) does the update; this callback
+decides when, and keeps the moved reference in the training state.
 
 The synced reference is part of the training state: it is no longer the checkpoint on disk, so
 this callback saves it with the checkpoint (single-file checkpoints) and restores it on resume.
@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lit_prefopt.reference.source import LiveReference
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class ReferenceSync(Callback):
         self._restored: dict[str, torch.Tensor] | None = None
 
     def on_fit_start(self, trainer: Trainer, module: LightningModule) -> None:
-        if getattr(module, "reference", None) is None:
+        if not isinstance(module.reference_source, LiveReference):
             raise ValueError(
                 "TR-DPO (callbacks.reference_sync) needs a live reference model: not with model.lora, "
                 "reference_cache=true or reference scores in the data"
@@ -42,7 +44,7 @@ class ReferenceSync(Callback):
 
     def on_train_start(self, trainer: Trainer, module: LightningModule) -> None:
         if self._restored is not None:
-            module.reference.load_state_dict(self._restored)
+            module.reference_source.model.load_state_dict(self._restored)
             self._restored = None
 
     def on_train_batch_end(self, trainer: Trainer, module: LightningModule, *args: Any) -> None:
@@ -51,16 +53,14 @@ class ReferenceSync(Callback):
         step = trainer.global_step
         if step == 0 or step == self._synced_at or step % self.every_n_steps != 0:
             return
-        with torch.no_grad():
-            for reference, policy in zip(module.reference.parameters(), module.policy.parameters(), strict=True):
-                _local(reference).lerp_(_local(policy).to(reference.dtype), self.mix)
+        module.reference_source.move_toward(module.policy, self.mix)
         self._synced_at = step
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"synced_at": self._synced_at}
         module = self._module
         if module is not None and module.device_mesh is None:
-            state["reference"] = {k: v.detach().cpu() for k, v in module.reference.state_dict().items()}
+            state["reference"] = {k: v.detach().cpu() for k, v in module.reference_source.model.state_dict().items()}
         elif module is not None:
             log.warning("TR-DPO under FSDP: the synced reference is not saved; a resume restarts it from its path")
         return state
@@ -74,7 +74,3 @@ class ReferenceSync(Callback):
 
     _module: LightningModule | None = None
 
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's shard of a DTensor (policy and reference are sharded alike), else the tensor."""
-    return tensor.to_local() if hasattr(tensor, "to_local") else tensor.detach()

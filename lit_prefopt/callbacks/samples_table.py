@@ -137,7 +137,7 @@ def completion_tokens(batch: PreferenceBatch, row: int) -> Tensor:
 
 def greedy_reward(module: LightningModule, prompt: Tensor, completion: Tensor) -> float | None:
     """The criterion's implicit reward of `prompt + completion`, scored like a chosen completion."""
-    if module.criterion.needs_reference and module.reference_from_data:
+    if module.criterion.needs_reference and not module.reference_source.scores_any_batch:
         return None
     row = torch.cat([prompt, completion]).unsqueeze(0).repeat(2, 1)  # the same text as chosen and rejected
     scored = torch.zeros_like(row, dtype=torch.bool)

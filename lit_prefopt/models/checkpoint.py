@@ -131,16 +131,31 @@ class HFCheckpoint:
     def load_reference(
         self, mesh: DeviceMesh | None = None, device: torch.device | None = None,
         mp_policy: MixedPrecisionPolicy | None = None, dtype: str | None = None,
+        policy: PreTrainedModel | None = None,
     ) -> PreTrainedModel:
         """The frozen reference in `dtype` (default `model.dtype`): eval mode (dropout off), no grad,
         never optimized or saved.
 
-        Under FSDP it is sharded like the policy, so it costs each rank only its shard.
+        Under FSDP it is sharded like the policy, so it costs each rank only its shard. When it is
+        the policy's own checkpoint and `policy` (just loaded, not yet trained) holds its values
+        exactly, its shards are copied from the policy's rather than read from the files again.
         """
-        model = self._load(self.reference_path, mesh, device, dtype or self.dtype, mp_policy)
+        dtype = dtype or self.dtype
+        if mesh is not None and policy is not None and self._reuses_policy_read(dtype):
+            model = load_sharded(
+                self.path, mesh, device or torch.device("cpu"), DTYPES[dtype], self.attn_implementation,
+                self.trust_remote_code, mp_policy, like=policy,
+            )
+        else:
+            model = self._load(self.reference_path, mesh, device, dtype, mp_policy)
         model.requires_grad_(False)
         model.eval()
         return model
+
+    def _reuses_policy_read(self, dtype: str) -> bool:
+        """Same safetensors directory, no adapters, and a policy dtype that holds the reference's exactly."""
+        same = self.reference_path == self.path and not is_run_checkpoint(self.path) and not self.uses_lora
+        return same and self.dtype in (dtype, "float32")
 
     def _load(
         self, directory: str, mesh: DeviceMesh | None, device: torch.device | None, dtype: str,

@@ -77,18 +77,29 @@ class LoadedModels:
             )
         return with_pad_token(AutoTokenizer.from_pretrained(self.base_directory))
 
-    def load_policy(self, mesh: DeviceMesh | None = None, device: torch.device | None = None) -> PreTrainedModel:
+    def load_policy(
+        self, mesh: DeviceMesh | None = None, device: torch.device | None = None, mp_policy: object | None = None,
+    ) -> PreTrainedModel:
+        """The given policy, or the one at its directory (`HFCheckpoint`'s signature; never sharded)."""
         _refuse_sharding(mesh)
         if self.policy is None:
             return self._checkpoint(self.policy_path).load_policy(None, device)
         self.policy.config.use_cache = False
         return self.policy.train()
 
-    def load_reference(self, mesh: DeviceMesh | None = None, device: torch.device | None = None) -> PreTrainedModel:
-        """The given reference, the one at `reference_path`, or a copy of the policy as given."""
+    def reference_dtype(self, precision: str) -> str:
+        """The dtype of the models as given: objects keep their own, a directory side loads in it."""
+        return self.dtype
+
+    def load_reference(
+        self, mesh: DeviceMesh | None = None, device: torch.device | None = None,
+        mp_policy: object | None = None, dtype: str | None = None, policy: PreTrainedModel | None = None,
+    ) -> PreTrainedModel:
+        """The given reference, the one at `reference_path` (in `dtype`), or a copy of the policy as given
+        (`self.policy`, not the `policy` argument, which may have been trained by then)."""
         _refuse_sharding(mesh)
         if self.reference_path is not None:
-            return self._checkpoint(self.reference_path).load_reference(None, device)
+            return self._checkpoint(self.reference_path).load_reference(None, device, dtype=dtype)
         model = self.reference if self.reference is not None else copy.deepcopy(self.policy)
         model.requires_grad_(False)
         return model.eval()

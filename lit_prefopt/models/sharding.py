@@ -43,9 +43,16 @@ def load_sharded(
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
     mp_policy: MixedPrecisionPolicy | None = None,
+    like: nn.Module | None = None,
 ) -> PreTrainedModel:
     """A sharded model whose local shards hold `directory`'s weights in `dtype`, computing as
-    `mp_policy` says (default: in `dtype`)."""
+    `mp_policy` says (default: in `dtype`).
+
+    `like`: a model already loaded from `directory` with the same sharding (the policy, when the
+    reference is the same checkpoint): its local shards are copied instead of reading the files
+    a second time. The caller passes it only while it still holds the files' values, in a dtype
+    that holds them exactly (the same, or float32).
+    """
     config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code, local_files_only=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(
@@ -54,8 +61,21 @@ def load_sharded(
     shard(model, mesh, mp_policy)
     model.to_empty(device=device)
     _restore_non_persistent_buffers(model, device)
-    read_owned_slices(model, directory)
+    if like is None:
+        read_owned_slices(model, directory)
+    else:
+        _copy_local_shards(like, model)
     return model
+
+
+@torch.no_grad()
+def _copy_local_shards(source: nn.Module, target: nn.Module) -> None:
+    """Copy each local shard of `source` into `target`'s (same names, same placements), casting."""
+    sources = get_model_state_dict(source)
+    for name, tensor in get_model_state_dict(target).items():
+        local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
+        given = sources[name]
+        local.copy_(given.to_local() if hasattr(given, "to_local") else given)
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

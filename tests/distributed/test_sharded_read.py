@@ -29,17 +29,31 @@ def _status_bytes(key: str) -> int:
 
 
 
+def _no_second_read(*args, **kwargs) -> None:
+    raise AssertionError("the reference read the files again instead of reusing the policy's read")
+
+
 def _worker(rank: int, port: int, root: str) -> None:
     with gloo_group(rank, port):
         results: dict = {}
         from torch.distributed.device_mesh import init_device_mesh
 
+        from lit_prefopt.models import sharding
+        from lit_prefopt.models.sharded_read import read_owned_slices
         from lit_prefopt.models.sharding import load_sharded
 
         mesh, cpu = init_device_mesh("cpu", (2,)), torch.device("cpu")
         tied = load_sharded(f"{root}/tied", mesh, cpu, torch.float32)
         with torch.no_grad():
             results["tied_logits"] = tied(input_ids=IDS).logits
+        # A reference of the same checkpoint copies the policy's shards: equal to its own read, no file read.
+        direct = load_sharded(f"{root}/tied", mesh, cpu, torch.bfloat16)
+        sharding.read_owned_slices = _no_second_read
+        reused = load_sharded(f"{root}/tied", mesh, cpu, torch.bfloat16, like=tied)
+        sharding.read_owned_slices = read_owned_slices
+        results["reuse_equal"] = all(
+            torch.equal(a.full_tensor(), b.full_tensor()) for a, b in zip(reused.parameters(), direct.parameters())
+        ) and {p.dtype for p in reused.parameters()} == {torch.bfloat16}
         try:
             load_sharded(f"{root}/incomplete", mesh, cpu, torch.float32)
         except ValueError as error:
@@ -84,6 +98,7 @@ def test_ranks_read_their_slices(tmp_path: Path) -> None:
     results = torch.load(tmp_path / "results.pt", weights_only=True)
     with torch.no_grad():
         torch.testing.assert_close(results["tied_logits"], tied.eval()(input_ids=IDS).logits, atol=1e-5, rtol=1e-5)
+    assert results["reuse_equal"]
     assert "lacks weights the model needs: model.norm.weight" in results["incomplete"]
     with torch.device("meta"):
         numels = [p.numel() for p in AutoModelForCausalLM.from_config(LlamaConfig(**LARGE)).parameters()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -15,6 +16,7 @@ from lit_prefopt.models.lora import with_lora_adapters
 from lit_prefopt.models.tiny import TinyLlama
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.optim import parameter_groups
+from lit_prefopt.reference.source import LoRABaseWeights, choose_reference_source
 from lit_prefopt.train import train
 
 IDS = torch.tensor([[0, 5, 9, 33, 2, 7], [0, 5, 9, 40, 41, 2], [0, 8, 9, 33, 2, 7], [0, 8, 9, 40, 41, 2]])
@@ -34,13 +36,15 @@ def test_lora_reference_is_the_base_model_and_optimizer_sees_adapters_only(tiny_
     checkpoint = TinyLlama(cache_dir=str(Path(tiny_llama.path).parents[1]), lora={"r": 4})
     module = PreferenceModule(checkpoint, _NeedsReference(), optimizer=partial(torch.optim.AdamW, lr=1e-2))
     module.policy = checkpoint.load_policy()
-    assert not module.loads_reference_model, "no second model is loaded under LoRA"
+    source = choose_reference_source(module, SimpleNamespace(callbacks=[]))
+    assert isinstance(source, LoRABaseWeights), "no second model is loaded under LoRA"
+    source.configure(module)
     # Move the adapters away from their zero init so the policy differs from the base model.
     with torch.no_grad():
         for name, param in module.policy.named_parameters():
             if "lora_B" in name:
                 param.normal_()
-    reference, _ = module._reference_logps(BATCH)
+    reference, _ = source.logps(BATCH)
     base = tiny_llama.load_policy().eval()
     with torch.no_grad():
         expected = sequence_logprobs(base, BATCH)[0].chunk(2)[0]

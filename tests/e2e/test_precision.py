@@ -12,6 +12,7 @@ from lit_prefopt.criteria.dpo import DPO
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.models.tiny import TinyLlama
 from lit_prefopt.module import PreferenceModule
+from lit_prefopt.reference.source import LiveReference
 from lit_prefopt.train import train
 
 IDS = torch.tensor([[0, 5, 9, 33, 2, 7], [0, 5, 9, 40, 41, 2]])
@@ -22,7 +23,7 @@ def test_bfloat16_model_gives_float32_logprobs(tiny_llama) -> None:
     checkpoint = TinyLlama(cache_dir=str(Path(tiny_llama.path).parents[1]), dtype="bfloat16")
     module = PreferenceModule(checkpoint, DPO(), optimizer=partial(torch.optim.AdamW, lr=1e-3))
     module.policy = checkpoint.load_policy()
-    module.__dict__["reference"] = checkpoint.load_reference()
+    module.reference_source = LiveReference(checkpoint, checkpoint.chunked_logprobs, checkpoint.load_reference())
     assert next(module.policy.parameters()).dtype == torch.bfloat16
     logps = module.pair_logps(BATCH)
     assert logps.chosen.dtype == logps.ref_chosen.dtype == torch.float32

@@ -1,0 +1,1 @@
+"""Where a step's reference log-probs come from: one source, chosen once per run (source.py)."""
