@@ -137,3 +137,30 @@ def test_chat_records_pack_with_the_same_logprobs(tiny_llama, models, tmp_path: 
     assert (expected_lengths > 0).all()
     torch.testing.assert_close(sums, expected_sums, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lengths, expected_lengths)
+
+
+@pytest.mark.slow
+def test_packed_run_validates_and_resumes_like_an_unpacked_run(compose, tmp_path: Path) -> None:
+    """Through the entry: validation and training metrics equal the unpacked run's, and a packed run
+    stopped at step 3 and resumed with ckpt_path=last continues with the same batches (the data
+    position is restored) to the same weights and losses as a packed run straight through."""
+    from lit_prefopt.train import train
+    from tests.e2e.test_train_run import column, read_metrics
+
+    common = ("scheduler=constant", "data.batch_size=4", "data.max_seq_len=64", "export_hf=false",
+              "trainer.val_check_interval=3", "trainer.limit_val_batches=2", "checkpoint.every_n_steps=3")
+    runs = {"plain": ("data.pack=false", "trainer.max_steps=6"), "packed": ("data.pack=true", "trainer.max_steps=6")}
+    for name, overrides in runs.items():
+        train(compose(*common, *overrides, run_dir=tmp_path / name))
+    train(compose(*common, "data.pack=true", "trainer.max_steps=3", run_dir=tmp_path / "resumed"))
+    train(compose(*common, "data.pack=true", "trainer.max_steps=6", "ckpt_path=last", run_dir=tmp_path / "resumed"))
+
+    plain, packed, resumed = (read_metrics(tmp_path / name) for name in ("plain", "packed", "resumed"))
+    for metric in ("val/loss", "val/rewards/margin", "val/logps/chosen", "train/loss", "train/logps/rejected"):
+        assert len(column(packed, metric)) >= 3, metric
+        assert column(packed, metric) == pytest.approx(column(plain, metric), abs=1e-5), metric
+    assert column(resumed, "train/loss") == pytest.approx(column(packed, "train/loss"), abs=1e-6)
+    straight = torch.load(tmp_path / "packed" / "checkpoints" / "last.ckpt", weights_only=True)
+    again = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    for key, tensor in straight["state_dict"].items():
+        torch.testing.assert_close(again["state_dict"][key], tensor, atol=1e-6, rtol=0, msg=key)
