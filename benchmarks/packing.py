@@ -129,7 +129,7 @@ def markdown(results: list[dict], args: argparse.Namespace) -> str:
         difference = max(abs(a - b) for a, b in zip(r["losses"], unpacked[r["batching"]]))
         lines.append(
             f"| {r['batching']} | {str(r['pack']).lower()} | {r['step_s_median']:.3f} | {r['step_s_mean']:.3f} | "
-            f"{r['pairs_per_s']:.1f} | {r['padding_fraction']:.3f} | {r['rows_per_batch']:.2f} | "
+            f"{r['pairs_per_s']:.3f} | {r['padding_fraction']:.3f} | {r['rows_per_batch']:.2f} | "
             f"{r['row_width_mean']:.0f} | {difference:.1e} |"
         )
     return "\n".join(lines) + "\n"
