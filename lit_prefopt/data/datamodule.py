@@ -33,7 +33,11 @@ class PreferenceDataModule(LightningDataModule):
     `batch_size` pairs per batch, or, when `max_num_tokens` is set, length-bucketed batches of at
     most that many padded tokens (then `batch_size` is not used). `share_prompt` lays each pair out
     as one row [prompt | chosen | rejected]; `pack` then packs a batch's pairs into rows of
-    `pack_length` tokens (default 2 * `max_seq_len`); which pairs form a batch is unchanged. `truncation` is `truncate` or
+    `pack_length` tokens (default 2 * `max_seq_len`). Packing never decides which pairs form a
+    batch: both keys keep their unpacked meaning (pairs per batch; the padded cost `2 * pairs *
+    longest row` of the unpacked batch), so switching `pack` changes the layout and the speed, not
+    the batches, the losses or a resumed run's data position. The packed batch then has as many
+    rows as its pairs need and never more tokens than its padded cost. `truncation` is `truncate` or
     `drop` for pairs over `max_seq_len`; `on_bad_record` is `error` or `skip`; `validate=False`
     skips the scan, and a bad record then stops the run when it is read. The stream's position
     is saved in Lightning checkpoints (`loader.py`: torchdata's `StatefulDataLoader`, corrected
@@ -89,6 +93,12 @@ class PreferenceDataModule(LightningDataModule):
                 raise ValueError("data.pack_length is set but data.pack=false: set data.pack=true or data.pack_length=null")
             _check_int("data.pack_length", pack_length, minimum=2 * max_seq_len,
                        what=f"null or an integer >= 2 * data.max_seq_len = {2 * max_seq_len} (every pair must fit a row)")
+            if max_num_tokens is not None and pack_length > max_num_tokens:
+                raise ValueError(
+                    f"data.pack_length ({pack_length}) exceeds data.max_num_tokens ({max_num_tokens}): a batch's pairs "
+                    f"cost at most max_num_tokens padded tokens and fewer packed, so no row can be that long; "
+                    f"set data.pack_length<={max_num_tokens} or null"
+                )
         _check_int("data.num_workers", num_workers, minimum=0, what="a non-negative integer")
         _check_int("data.shuffle_buffer", shuffle_buffer, minimum=1, what="a positive integer")
         _check_int("data.bucket_pool", bucket_pool, minimum=1, what="a positive integer")

@@ -115,6 +115,8 @@ def test_inputs_directories_and_gzip(tmp_path, write_jsonl, tokenizer):
         (dict(pack=True, share_prompt=False), "data.pack=true packs shared-prompt rows: it needs data.share_prompt=true"),
         (dict(share_prompt=True, pack_length=4096), "data.pack_length is set but data.pack=false"),
         (dict(share_prompt=True, pack=True, pack_length=100, max_seq_len=64), r"data.pack_length must be null or an integer >= 2 \* data.max_seq_len = 128"),
+        (dict(pack=True, pack_length=512, max_seq_len=64, max_num_tokens=256),
+         r"data.pack_length \(512\) exceeds data.max_num_tokens \(256\): .* set data.pack_length<=256 or null"),
     ],
 )
 def test_config_values_are_checked_naming_the_key(kwargs, message):
