@@ -186,6 +186,31 @@ def run_variant(variant: str, spec: dict) -> list[dict]:
     return [rank_figures(json.loads(Path(spec["work"], f"{variant}.rank{r}.json").read_text())) for r in range(2)]
 
 
+COUNTS = """\
+What each figure counts (per rank; RSS is /proc/self/status, the peak VmHWM reset by writing 5 to
+/proc/self/clear_refs just before the phase; a rise is the peak minus VmRSS at that reset):
+
+- loading: from the Trainer's setup hook (before `configure_model`) to the start of training:
+  policy and reference, built on the meta device, sharded and filled;
+- training: from the start of training to its end (all steps, optimizer state created at step 1);
+- s/step: mean interval between the ends of consecutive optimizer steps after the first (data,
+  forward, backward, optimizer, clipping all inside);
+- all-gathered MiB per step: bytes received by `torch.distributed.all_gather_single` (FSDP2's
+  parameter all-gathers: policy forward and backward, reference forward) during one training
+  batch, from the first step on (every step moves the same);
+- export: the `hf/` export after training (rank 0 writes; every rank takes part in the gathers).
+
+"before" is `model.reference_dtype=float32 model.gradient_checkpointing=false export_dtype=float32`
+(settings that still exist) plus three old code paths no setting reaches any more, rebuilt in
+benchmarks/before_paths.py from the code they replaced, so those parts of "before" are
+reconstructions: Lightning's bf16 autocast over FSDP2's default float32 policy, rank 0 reading the
+whole checkpoint and broadcasting it (`broadcast_from_rank0`), and the export that gathers a float32
+state dict and loads it into a second model built with `from_config`. "after" is today's defaults
+under `strategy=fsdp trainer.precision=bf16-mixed` with the real-model configs' activation
+checkpointing.
+"""
+
+
 def markdown(report: dict) -> str:
     rows = [
         ("peak RSS while loading, MiB (rise)", "load_peak_mib", "load_rise_mib"),
@@ -202,20 +227,23 @@ def markdown(report: dict) -> str:
         cells = []
         for v in runs:
             for figures in runs[v]:
-                cell = f"{figures[key]:,.1f}" if key == "s_per_step" or key == "export_s" else f"{figures[key]:,.0f}"
+                cell = f"{figures[key]:,.1f}" if key in ("s_per_step", "export_s") else f"{figures[key]:,.0f}"
                 cells.append(cell + (f" ({figures[rise]:+,.0f})" if rise else ""))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    dtypes = {v: runs[v][0]["gathered_dtypes"] for v in runs}
-    files = {v: runs[v][0]["export_file_mib"] for v in runs}
+    dtypes = ", ".join(f"{v} {'/'.join(runs[v][0]['gathered_dtypes'])}" for v in runs)
+    files = ", ".join(f"{v} {runs[v][0]['export_file_mib']:,.0f}" for v in runs)
+    shape = ", ".join(f"{k} {v}" for k, v in report["shape"].items())
     return "\n".join([
         "# Scale on CPU: FSDP2, 2 gloo processes, before and after issue 10", "",
         f"Command: `{report['command']}`", "",
         f"Machine: {report['machine']}", "",
-        f"Model: Llama {report['shape']}, {report['parameters'] / 1e6:.0f}M parameters, random weights, "
-        f"stored in bf16 ({report['checkpoint_mib']:,.0f} MiB). DPO, {report['batch_size']} pair(s) per rank "
-        f"per step, max {report['max_seq_len']} tokens, {report['steps']} steps, float32 master weights.", "",
+        f"Model: Llama ({shape}), {report['parameters'] / 1e6:.0f}M parameters, random weights, "
+        f"stored in bf16 ({report['checkpoint_mib']:,.0f} MiB). DPO with a live reference, "
+        f"{report['batch_size']} pair(s) per rank per step, at most {report['max_seq_len']} tokens, "
+        f"{report['steps']} steps, float32 master weights, AdamW, gradient clipping 1.0.", "",
         *lines, "",
-        f"All-gather dtypes: {dtypes}. Export file size, MiB: {files}.", "",
+        f"All-gather dtypes: {dtypes}. `hf/` export size, MiB: {files}.", "",
+        COUNTS,
     ])
 
 
@@ -245,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
         parameters = sum(p.numel() for p in AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model))
                          .parameters())
     report = {
-        "command": "python -m benchmarks.scale " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python -m benchmarks.scale", shlex.join(argv if argv is not None else sys.argv[1:])]).strip(),
         "machine": f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
                    f"torch {torch.__version__}, Linux {platform.release()}",
