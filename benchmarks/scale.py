@@ -178,10 +178,14 @@ def rank_figures(record: dict) -> dict:
     }
 
 
-def run_variant(variant: str, spec: dict) -> list[dict]:
+def run_variant(variant: str, spec: dict, load_average: dict) -> list[dict]:
+    """Both ranks of one configuration; `load_average` gets the 1-minute load before and after it
+    (other processes on the machine slow the steps)."""
     spec = {**spec, "variant": variant}
     started = time.perf_counter()
+    load_average[variant] = [os.getloadavg()[0]]
     mp.start_processes(worker, args=(free_port(), spec), nprocs=2, start_method="spawn")
+    load_average[variant].append(os.getloadavg()[0])
     print(f"{variant}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return [rank_figures(json.loads(Path(spec["work"], f"{variant}.rank{r}.json").read_text())) for r in range(2)]
 
@@ -243,6 +247,8 @@ def markdown(report: dict) -> str:
         f"{report['steps']} steps, float32 master weights, AdamW, gradient clipping 1.0.", "",
         *lines, "",
         f"All-gather dtypes: {dtypes}. `hf/` export size, MiB: {files}.", "",
+        *([f"1-minute load average before and after each run: {report['load_average_1min']}.", ""]
+          if "load_average_1min" in report else []),
         COUNTS,
     ])
 
@@ -266,7 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="scale-") as work:
         spec = {"model": str(model), "pairs": str(DEFAULT_PAIRS), "steps": args.steps, "batch_size": args.batch_size,
                 "max_seq_len": args.max_seq_len, "work": work}
-        variants = {v: run_variant(v, spec) for v in args.variants}
+        load_average: dict[str, list[float]] = {}
+        variants = {v: run_variant(v, spec, load_average) for v in args.variants}
     from transformers import AutoConfig, AutoModelForCausalLM
 
     with torch.device("meta"):
@@ -279,6 +286,7 @@ def main(argv: list[str] | None = None) -> None:
                    f"torch {torch.__version__}, Linux {platform.release()}",
         "shape": shape.__dict__, "parameters": parameters, "checkpoint_mib": checkpoint_bytes / MIB,
         "steps": args.steps, "batch_size": args.batch_size, "max_seq_len": args.max_seq_len, "variants": variants,
+        "load_average_1min": load_average,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
