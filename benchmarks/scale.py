@@ -70,35 +70,34 @@ def build_checkpoint(target: Path, shape: ModelShape, pairs: Path) -> Path:
     return target
 
 
-class ScaleProbe:
-    """A Lightning callback (built lazily: Lightning is imported in the ranks) measuring one rank."""
+def probe(gathers: AllGatherCounter, record: dict):
+    """A Lightning callback filling `record` with one rank's memory, step ends and all-gathered bytes
+    (defined in the rank: Lightning is imported there)."""
+    from lightning.pytorch import Callback
 
-    @staticmethod
-    def make(gathers: AllGatherCounter, record: dict):
-        from lightning.pytorch import Callback
+    steps = StepLog()
+    record["steps"] = steps
 
-        class Probe(Callback):
-            def setup(self, trainer, pl_module, stage: str) -> None:
-                record["rss_before_load"] = reset_peak()  # before configure_model loads both models
+    class Probe(Callback):
+        def setup(self, trainer, pl_module, stage: str) -> None:
+            record["rss_before_load"] = reset_peak()  # before configure_model loads both models
 
-            def on_train_start(self, trainer, pl_module) -> None:
-                record["load_peak"] = status_bytes("VmHWM")
-                record["rss_before_train"] = reset_peak()
+        def on_train_start(self, trainer, pl_module) -> None:
+            record["load_peak"] = status_bytes("VmHWM")
+            record["rss_before_train"] = reset_peak()
 
-            def on_train_batch_start(self, *args) -> None:
-                gathers.recording = True
+        def on_train_batch_start(self, *args) -> None:
+            gathers.recording = True
 
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-                gathers.recording = False
-                record["gathered_bytes"].append(gathers.received_bytes - sum(record["gathered_bytes"]))
-                steps.record(batch.num_real_pairs, batch.num_tokens())
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+            gathers.recording = False
+            record["gathered_bytes"].append(gathers.received_bytes - sum(record["gathered_bytes"]))
+            steps.record(batch.num_real_pairs, batch.num_tokens())
 
-            def on_train_end(self, trainer, pl_module) -> None:
-                record["train_peak"] = status_bytes("VmHWM")
+        def on_train_end(self, trainer, pl_module) -> None:
+            record["train_peak"] = status_bytes("VmHWM")
 
-        steps = StepLog()
-        record["steps"] = steps
-        return Probe()
+    return Probe()
 
 
 def worker(rank: int, port: int, spec: dict) -> None:
@@ -131,7 +130,7 @@ def worker(rank: int, port: int, spec: dict) -> None:
     trainer = Trainer(accelerator="cpu", devices=2, strategy=strategy, precision="bf16-mixed",
                       max_steps=spec["steps"], gradient_clip_val=1.0, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[ScaleProbe.make(gathers, record)])
+                      callbacks=[probe(gathers, record)])
     with before_paths.broadcast_loading() if before else nullcontext():
         trainer.fit(module, datamodule=data)
     target = Path(spec["work"]) / f"hf-{spec['variant']}"
