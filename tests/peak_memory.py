@@ -8,16 +8,11 @@ peak) when training ends, after the peak is reset by writing 5 to /proc/self/cle
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-
-def status_bytes(key: str) -> int:
-    """A /proc/self/status memory figure (reported in kB) in bytes."""
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE).group(1)) * 1024
+from benchmarks.resident_memory import reset_peak, status_bytes
 
 
 class PeakResidentMemory(Callback):
@@ -28,8 +23,7 @@ class PeakResidentMemory(Callback):
         self.start = 0
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        Path("/proc/self/clear_refs").write_text("5")
-        self.start = status_bytes("VmRSS")
+        self.start = reset_peak()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.path.write_text(json.dumps({"start": self.start, "peak": status_bytes("VmHWM")}))

@@ -16,18 +16,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from benchmarks.resident_memory import reset_peak, status_bytes
 from tests.gloo import free_port, gloo_group
 
 # A Llama shape of 374M parameters: 24 layers of width 1024, a 32k vocabulary, untied head.
 SHAPE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
              intermediate_size=2816, vocab_size=32000, tie_word_embeddings=False)
-
-
-def status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def worker(rank: int, port: int, target: str, out: str) -> None:
@@ -49,13 +43,11 @@ def worker(rank: int, port: int, target: str, out: str) -> None:
                 param.to_local().normal_(0.0, 0.02, generator=generator)
         parameters = sum(p.numel() for p in model.parameters())
         dist.barrier()
-        before = status_kib("VmRSS")
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        before = reset_peak()
         save_policy(model, Path(target), torch.bfloat16, is_global_zero=rank == 0)
-        rise = status_kib("VmHWM") - before
+        rise = status_bytes("VmHWM") - before
         if rank == 0:
-            torch.save({"rise_bytes": rise * 1024, "parameters": parameters}, out)
-
+            torch.save({"rise_bytes": rise, "parameters": parameters}, out)
 
 
 @pytest.mark.slow

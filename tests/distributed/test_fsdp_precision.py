@@ -8,7 +8,6 @@ log-probs stay float32, and the gradient norm with its clipping costs one all-re
 from __future__ import annotations
 
 import os
-from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -26,6 +25,7 @@ def worker(rank: int, port: int, model_dir: str, out: str) -> None:
     import torch.distributed._functional_collectives as funcol
     from lightning.pytorch import Callback, Trainer
 
+    from benchmarks.collectives import AllGatherCounter
     from lit_prefopt.criteria.dpo import DPO
     from lit_prefopt.data.datamodule import PreferenceDataModule
     from lit_prefopt.models.checkpoint import HFCheckpoint
@@ -33,32 +33,26 @@ def worker(rank: int, port: int, model_dir: str, out: str) -> None:
     from lit_prefopt.paths import sample_data_path
     from lit_prefopt.strategies import FullyShardedStrategy
 
-    seen: dict = {"gathered": Counter(), "scalar_all_reduces": [], "autocast": [], "logps": []}
-    recording = [False]
-    gather, plain_all_reduce, functional_all_reduce = dist.all_gather_single, dist.all_reduce, funcol.all_reduce
-
-    def all_gather_single(output, tensor, *args, **kwargs):
-        if recording[0]:
-            seen["gathered"][str(tensor.dtype)] += tensor.numel()
-        return gather(output, tensor, *args, **kwargs)
+    seen: dict = {"scalar_all_reduces": [], "autocast": [], "logps": []}
+    gathers = AllGatherCounter().install()
+    plain_all_reduce, functional_all_reduce = dist.all_reduce, funcol.all_reduce
 
     def counting(real):
         def all_reduce(tensor, *args, **kwargs):
-            if recording[0] and tensor.numel() == 1:
+            if gathers.recording and tensor.numel() == 1:
                 seen["scalar_all_reduces"][-1] += 1
             return real(tensor, *args, **kwargs)
         return all_reduce
 
-    dist.all_gather_single = all_gather_single
     dist.all_reduce, funcol.all_reduce = counting(plain_all_reduce), counting(functional_all_reduce)
 
     class Probe(Callback):
         def on_train_batch_start(self, *args) -> None:
-            recording[0] = True
+            gathers.recording = True
             seen["scalar_all_reduces"].append(0)
 
         def on_train_batch_end(self, *args) -> None:
-            recording[0] = False
+            gathers.recording = False
 
     checkpoint = HFCheckpoint(path=model_dir, chunked_logprobs=16)
     module = PreferenceModule(checkpoint, DPO(), optimizer=partial(torch.optim.AdamW, lr=1e-3))
@@ -79,7 +73,7 @@ def worker(rank: int, port: int, model_dir: str, out: str) -> None:
     trainer.fit(module, datamodule=data)
     policy_dtypes = {p.to_local().dtype for p in module.policy.parameters()}
     reference_dtypes = {p.to_local().dtype for p in module.reference.parameters()}
-    torch.save({**seen, "policy": policy_dtypes, "reference": reference_dtypes}, f"{out}.{rank}")
+    torch.save({**seen, "gathered": dict(gathers.sent_numel), "policy": policy_dtypes, "reference": reference_dtypes}, f"{out}.{rank}")
 
 
 @pytest.mark.slow

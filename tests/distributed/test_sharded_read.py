@@ -5,7 +5,6 @@ One pair of gloo processes runs every check (starting processes is most of the c
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -15,18 +14,13 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, LlamaConfig
 
+from benchmarks.resident_memory import reset_peak, status_bytes
 from tests.gloo import free_port, gloo_group
 
 IDS = torch.tensor([[0, 5, 9, 33, 2, 7]])
 # About 470M float32 parameters: a 1.9 GB checkpoint.
 LARGE = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
              num_key_value_heads=8, vocab_size=32000, tie_word_embeddings=False)
-
-
-def _status_bytes(key: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE).group(1)) * 1024
-
 
 
 def _no_second_read(*args, **kwargs) -> None:
@@ -59,10 +53,9 @@ def _worker(rank: int, port: int, root: str) -> None:
         except ValueError as error:
             results["incomplete"] = str(error)
         del tied
-        Path("/proc/self/clear_refs").write_text("5")
-        start = _status_bytes("VmRSS")
+        start = reset_peak()
         large = load_sharded(f"{root}/large", mesh, cpu, torch.float32)
-        results["load_rise"] = _status_bytes("VmHWM") - start
+        results["load_rise"] = status_bytes("VmHWM") - start
         results["large_sum"] = sum(p.full_tensor().double().sum().item() for p in large.parameters())
     if rank == 0:
         torch.save(results, Path(root) / "results.pt")

@@ -11,7 +11,6 @@ shape.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +20,6 @@ import pytest
 from lit_prefopt.models.tiny import TinyLlama
 from lit_prefopt.plan import plan_memory
 from tests.entry_process import entry_env
-
-TESTS = Path(__file__).resolve().parents[1]
 
 SIZES = {
     "baseline": {},  # the default tiny model: the runtime's own rise
@@ -55,10 +52,9 @@ def measured_rises(data: Path, cwd: Path) -> dict[str, int]:
     """Peak resident memory during fit above its start, in bytes, of a real run per size, each in its
     own process (run side by side: each process's peak is its own)."""
     env = entry_env()
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env["PYTHONPATH"]])
     runs = {}
     for size in SIZES:
-        args = [f"run_name={size}", *overrides(size, data), "+callbacks.peak._target_=peak_memory.PeakResidentMemory",
+        args = [f"run_name={size}", *overrides(size, data), "+callbacks.peak._target_=tests.peak_memory.PeakResidentMemory",
                 f"+callbacks.peak.path={cwd / size}.json"]
         runs[size] = subprocess.Popen([sys.executable, "-m", "lit_prefopt", *args], cwd=cwd, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
