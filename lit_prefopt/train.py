@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from lit_prefopt.checkpointing.config_check import DIGESTS_KEY, check_resume_config, data_digests
 from lit_prefopt.checkpointing.files import AtomicCheckpointIO
 from lit_prefopt.checkpointing.resume import checkpoint_step, read_checkpoint, resolve_ckpt_path
+from lit_prefopt.checkpointing.retention import save_checkpoint_now
 from lit_prefopt.checkpointing.run_dir import claim_run_dir
 from lit_prefopt.checkpointing.schedule import ScheduleAtRestoredStep
 from lit_prefopt.checkpointing.signals import StopOnSignal
@@ -86,7 +87,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         drop_rows_after_checkpoint(run_dir / "metrics.csv", checkpoint_step(Path(ckpt_path)))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    # The final step once, last.ckpt pointing at it (done by the checkpoint callback at the end of fit, if any).
+    save_checkpoint_now(trainer, run_dir / "checkpoints" / "last.ckpt")
     metrics = _as_floats(trainer.callback_metrics)
     if cfg.data.get("val_files") and module.last_validated_step != trainer.global_step:
         metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
@@ -121,9 +123,29 @@ def build_trainer(cfg: DictConfig) -> Trainer:
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     callbacks += [StopOnSignal(Path(cfg.run_dir), cfg.get("run_name")), ScheduleAtRestoredStep()]
     return instantiate(
-        cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks,
+        cfg.trainer, strategy=checkpointing_strategy(cfg), logger=loggers or False, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
     )
+
+
+def checkpointing_strategy(cfg: DictConfig) -> Any:
+    """The configured strategy, with `checkpoint.async_save` handed to its sharded checkpoint writer.
+
+    Only sharded (FSDP) checkpoints are written in the background: their write is spread over all
+    ranks and copied to host memory first. A single-file checkpoint is refused rather than written
+    by a thread that would hold a second copy of the whole state on one process."""
+    strategy = instantiate(cfg.strategy)
+    async_save = bool(cfg.get("checkpoint", {}).get("async_save", False))
+    writer = getattr(strategy, "checkpoint_writer", None)
+    if async_save and (writer is None or not strategy._save_distributed_checkpoint):
+        raise ValueError(
+            "checkpoint.async_save=true needs sharded checkpoints (strategy=fsdp or strategy=hsdp with "
+            "strategy.save_distributed_checkpoint=true); single-file checkpoints are written synchronously: "
+            "set checkpoint.async_save=false"
+        )
+    if writer is not None:
+        writer.async_save = async_save
+    return strategy
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:
