@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
@@ -34,6 +34,7 @@ from lit_prefopt.outputs.report import write_curves, write_summary
 from lit_prefopt.outputs.run_summary import format_run_summary
 from lit_prefopt.plan import plan_memory
 from lit_prefopt.run_agreement import RunAgreement, hydra_run_dir_given, require_shared_run_dir
+from lit_prefopt.strategies import FullyShardedStrategy
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -43,6 +44,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return {}
     started = time.time()
     check_config(cfg)
+    check_async_save(cfg)
     require_shared_run_dir(cfg.run_name, hydra_run_dir_given(), cfg.trainer.get("num_nodes", 1))
     run_dir = Path(cfg.run_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
@@ -128,23 +130,27 @@ def build_trainer(cfg: DictConfig) -> Trainer:
     )
 
 
-def checkpointing_strategy(cfg: DictConfig) -> Any:
-    """The configured strategy, with `checkpoint.async_save` handed to its sharded checkpoint writer.
-
-    Only sharded (FSDP) checkpoints are written in the background: their write is spread over all
-    ranks and copied to host memory first. A single-file checkpoint is refused rather than written
-    by a thread that would hold a second copy of the whole state on one process."""
-    strategy = instantiate(cfg.strategy)
-    async_save = bool(cfg.get("checkpoint", {}).get("async_save", False))
-    writer = getattr(strategy, "checkpoint_writer", None)
-    if async_save and (writer is None or not strategy._save_distributed_checkpoint):
+def check_async_save(cfg: DictConfig) -> None:
+    """`checkpoint.async_save` needs sharded checkpoints: their write is spread over all ranks and
+    copied to host memory first. A single-file checkpoint is refused rather than written by a thread
+    that would hold a second copy of the whole state on one process."""
+    if not cfg.get("checkpoint", {}).get("async_save", False):
+        return
+    strategy = get_object(cfg.strategy._target_) if "_target_" in cfg.strategy else None
+    sharded = isinstance(strategy, type) and issubclass(strategy, FullyShardedStrategy)
+    if not sharded or not cfg.strategy.get("save_distributed_checkpoint", True):
         raise ValueError(
             "checkpoint.async_save=true needs sharded checkpoints (strategy=fsdp or strategy=hsdp with "
             "strategy.save_distributed_checkpoint=true); single-file checkpoints are written synchronously: "
             "set checkpoint.async_save=false"
         )
-    if writer is not None:
-        writer.async_save = async_save
+
+
+def checkpointing_strategy(cfg: DictConfig) -> Any:
+    """The configured strategy, with `checkpoint.async_save` handed to its sharded checkpoint writer."""
+    strategy = instantiate(cfg.strategy)
+    if isinstance(strategy, FullyShardedStrategy):
+        strategy.checkpoint_writer.async_save = bool(cfg.get("checkpoint", {}).get("async_save", False))
     return strategy
 
 

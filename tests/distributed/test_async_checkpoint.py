@@ -32,7 +32,7 @@ def test_async_sharded_save_resumes_from_last_and_from_a_step(tmp_path: Path) ->
     assert os.readlink(checkpoints / "last.ckpt") == "step=6.ckpt"
 
 
-def test_async_save_of_a_single_file_checkpoint_is_refused(compose) -> None:
+def test_async_save_of_a_single_file_checkpoint_is_refused_before_the_model_loads(compose) -> None:
     from lit_prefopt.train import train
 
     with pytest.raises(ValueError, match="checkpoint.async_save=true needs sharded checkpoints"):
