@@ -26,8 +26,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
-from lit_prefopt.checkpointing.files import remove_checkpoint_path, replace_directory, staging_path
+from lit_prefopt.checkpointing.files import (
+    CheckpointWriteError,
+    remove_checkpoint_path,
+    replace_directory,
+    staging_path,
+)
 from lit_prefopt.checkpointing.resume import SHARDED_METADATA
 
 
@@ -82,7 +88,16 @@ class ShardedCheckpointWriter:
         if pending is None:
             return
         if pending.future is not None:
-            pending.future.result()
+            try:
+                pending.future.result()
+            except (Exception, CheckpointException) as error:  # CheckpointException is a BaseException
+                if strategy.global_rank == 0:
+                    remove_checkpoint_path(pending.staging)  # `last` and the earlier checkpoints are untouched
+                cause = (str(error).strip().splitlines() or [type(error).__name__])[-1]  # dcp adds each rank's traceback
+                raise CheckpointWriteError(
+                    f"could not write the checkpoint {pending.target} in the background ({cause}). The partial "
+                    "checkpoint was removed and earlier checkpoints are intact; resume with ckpt_path=last"
+                ) from error
         strategy.barrier("checkpoint-written")
         if strategy.global_rank == 0:
             replace_directory(pending.staging, pending.target)
@@ -90,7 +105,9 @@ class ShardedCheckpointWriter:
         for action in pending.then:
             action()
 
-    def _background_group(self) -> dist.ProcessGroup:
+    def _background_group(self) -> dist.ProcessGroup | None:
+        if not dist.is_initialized():  # one process: nothing to coordinate
+            return None
         if self._group is None:
             self._group = dist.new_group(backend="gloo")
         return self._group
