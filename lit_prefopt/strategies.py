@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy
 
+from lit_prefopt.checkpointing.sharded import ShardedCheckpointWriter
 from lit_prefopt.precision import ShardedMixedPrecision, mp_policy
 
 
@@ -30,12 +30,14 @@ class FullyShardedStrategy(ModelParallelStrategy):
     `trainer.precision=bf16-mixed` becomes FSDP2's bf16 mixed-precision policy instead of autocast
     (lit_prefopt.precision says why); the module shards with `mp_policy`.
 
-    Checkpoints are distributed-checkpoint directories, written to a staging directory and
-    renamed into place, so a crash while saving never leaves a half-written `last.ckpt`.
+    Checkpoints are distributed-checkpoint directories written by `checkpoint_writer`
+    (lit_prefopt.checkpointing.sharded: staged and renamed into place, optionally in the
+    background), so a crash while saving never leaves a half-written checkpoint.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(data_parallel_size="auto", tensor_parallel_size=1, **kwargs)
+        self.checkpoint_writer = ShardedCheckpointWriter()
 
     @property
     def precision_plugin(self) -> Precision:
@@ -57,13 +59,15 @@ class FullyShardedStrategy(ModelParallelStrategy):
         super().setup_environment()
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any = None) -> None:
+        if not self._save_distributed_checkpoint:  # one file, gathered on rank 0, written atomically
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options")
         path = Path(self.broadcast(str(filepath)))
-        staging = path.with_name(path.name + ".saving")
-        super().save_checkpoint(checkpoint, staging, storage_options)
-        self.barrier("checkpoint-staged")
-        if self.global_rank == 0:
-            replace_directory(staging, path)
-        self.barrier("checkpoint-renamed")
+        # The layout Lightning's ModelParallelStrategy writes and loads: tensors sharded, the rest in meta.pt.
+        tensors = {"state_dict": checkpoint.pop("state_dict")}
+        tensors.update({f"optimizer_{i}": state for i, state in enumerate(checkpoint.pop("optimizer_states", []))})
+        self.checkpoint_writer.save(self, tensors, checkpoint, path)
 
 
 class HybridShardedStrategy(FullyShardedStrategy):
@@ -106,21 +110,3 @@ def sharding_mesh(device_mesh: DeviceMesh) -> DeviceMesh:
     if "replicate" in (device_mesh.mesh_dim_names or ()):
         return device_mesh["replicate", "shard"]
     return device_mesh["data_parallel"]
-
-
-def replace_directory(staging: Path, target: Path) -> None:
-    """Move `staging` to `target`; the previous `target` survives as `<target>.old` until then."""
-    previous = target.with_name(target.name + ".old")
-    if target.exists():
-        _remove(previous)
-        target.rename(previous)
-    staging.rename(target)
-    _remove(previous)
-
-
-def _remove(path: Path) -> None:
-    """Delete a checkpoint directory or, with `save_distributed_checkpoint=false`, a file."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()

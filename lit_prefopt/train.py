@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from lit_prefopt.checkpointing.config_check import DIGESTS_KEY, check_resume_config, data_digests
 from lit_prefopt.checkpointing.files import AtomicCheckpointIO
 from lit_prefopt.checkpointing.resume import checkpoint_step, read_checkpoint, resolve_ckpt_path
+from lit_prefopt.checkpointing.retention import save_checkpoint_now
 from lit_prefopt.checkpointing.run_dir import claim_run_dir
 from lit_prefopt.checkpointing.schedule import ScheduleAtRestoredStep
 from lit_prefopt.checkpointing.signals import StopOnSignal
@@ -33,6 +34,7 @@ from lit_prefopt.outputs.report import write_curves, write_summary
 from lit_prefopt.outputs.run_summary import format_run_summary
 from lit_prefopt.plan import plan_memory
 from lit_prefopt.run_agreement import RunAgreement, hydra_run_dir_given, require_shared_run_dir
+from lit_prefopt.strategies import FullyShardedStrategy
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -42,6 +44,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         return {}
     started = time.time()
     check_config(cfg)
+    check_async_save(cfg)
     require_shared_run_dir(cfg.run_name, hydra_run_dir_given(), cfg.trainer.get("num_nodes", 1))
     run_dir = Path(cfg.run_dir)
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
@@ -86,7 +89,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         drop_rows_after_checkpoint(run_dir / "metrics.csv", checkpoint_step(Path(ckpt_path)))
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    trainer.save_checkpoint(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    # The final step once, last.ckpt pointing at it (done by the checkpoint callback at the end of fit, if any).
+    save_checkpoint_now(trainer, run_dir / "checkpoints" / "last.ckpt")
     metrics = _as_floats(trainer.callback_metrics)
     if cfg.data.get("val_files") and module.last_validated_step != trainer.global_step:
         metrics.update(_as_floats(trainer.validate(module, datamodule=datamodule, verbose=False)[0]))
@@ -121,9 +125,33 @@ def build_trainer(cfg: DictConfig) -> Trainer:
         callbacks = [callback for callback in callbacks if not isinstance(callback, ProgressBar)]
     callbacks += [StopOnSignal(Path(cfg.run_dir), cfg.get("run_name")), ScheduleAtRestoredStep()]
     return instantiate(
-        cfg.trainer, strategy=instantiate(cfg.strategy), logger=loggers or False, callbacks=callbacks,
+        cfg.trainer, strategy=checkpointing_strategy(cfg), logger=loggers or False, callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
     )
+
+
+def check_async_save(cfg: DictConfig) -> None:
+    """`checkpoint.async_save` needs sharded checkpoints: their write is spread over all ranks and
+    copied to host memory first. A single-file checkpoint is refused rather than written by a thread
+    that would hold a second copy of the whole state on one process."""
+    if not cfg.get("checkpoint", {}).get("async_save", False):
+        return
+    strategy = get_object(cfg.strategy._target_) if "_target_" in cfg.strategy else None
+    sharded = isinstance(strategy, type) and issubclass(strategy, FullyShardedStrategy)
+    if not sharded or not cfg.strategy.get("save_distributed_checkpoint", True):
+        raise ValueError(
+            "checkpoint.async_save=true needs sharded checkpoints (strategy=fsdp or strategy=hsdp with "
+            "strategy.save_distributed_checkpoint=true); single-file checkpoints are written synchronously: "
+            "set checkpoint.async_save=false"
+        )
+
+
+def checkpointing_strategy(cfg: DictConfig) -> Any:
+    """The configured strategy, with `checkpoint.async_save` handed to its sharded checkpoint writer."""
+    strategy = instantiate(cfg.strategy)
+    if isinstance(strategy, FullyShardedStrategy):
+        strategy.checkpoint_writer.async_save = bool(cfg.get("checkpoint", {}).get("async_save", False))
+    return strategy
 
 
 def _as_floats(metrics: dict[str, Any]) -> dict[str, float]:

@@ -7,12 +7,17 @@ directory, are fsynced, and `os.replace` renames them over the target (atomic on
 included); the directory is fsynced so the rename itself survives a crash. A failed write
 removes its temporary file and raises `CheckpointWriteError` naming the target: the previous
 checkpoint under that name is untouched.
+
+A sharded (FSDP) checkpoint is a directory of many files, which no single rename can write: it is
+written under `<target>.saving` and moved into place by `replace_directory` once every rank has
+finished (lit_prefopt.checkpointing.sharded).
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +52,7 @@ def write_atomically(target: Path, write: Callable[[IO[bytes]], None]) -> None:
         if isinstance(cause, OSError):
             raise CheckpointWriteError(cause.errno, _explain(target, cause)) from error
         raise
-    _fsync_directory(target.parent)
+    fsync_directory(target.parent)
 
 
 class _ErrorRecordingFile:
@@ -92,7 +97,31 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_directory(directory: Path) -> None:
+def staging_path(target: Path) -> Path:
+    """Where a sharded checkpoint is written before `replace_directory` moves it to `target`."""
+    return target.with_name(target.name + TEMPORARY_SUFFIX)
+
+
+def replace_directory(staging: Path, target: Path) -> None:
+    """Move `staging` to `target`; the previous `target` survives as `<target>.old` until then."""
+    previous = target.with_name(target.name + ".old")
+    if target.exists() or target.is_symlink():
+        remove_checkpoint_path(previous)
+        target.rename(previous)
+    staging.rename(target)
+    remove_checkpoint_path(previous)
+    fsync_directory(target.parent)
+
+
+def remove_checkpoint_path(path: Path) -> None:
+    """Delete a checkpoint: a link (never what it points at), a sharded directory, or a file."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def fsync_directory(directory: Path) -> None:
     """Make a rename durable (where the filesystem supports fsync on a directory)."""
     try:
         descriptor = os.open(directory, os.O_RDONLY)

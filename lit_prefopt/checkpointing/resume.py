@@ -1,7 +1,8 @@
 """Which checkpoint `ckpt_path` means, and reading what a checkpoint says about its run.
 
-`ckpt_path=last` is the run's `checkpoints/last.ckpt`; when that cannot be read (a disk filled up
-or a copy was cut short) the newest readable `step=N.ckpt` is used instead, and the log says so.
+`ckpt_path=last` is the checkpoint the run's `checkpoints/last.ckpt` points at (lit_prefopt.
+checkpointing.last); when that cannot be read (a disk filled up or a copy was cut short) the newest
+readable `step=N.ckpt` is used instead, and the log says so.
 A checkpoint given by path that cannot be read is an error naming the file.
 """
 
@@ -15,9 +16,11 @@ from typing import Any
 
 import torch
 
+from lit_prefopt.checkpointing.last import LAST_NAME, last_target
+
 log = logging.getLogger(__name__)
 
-STEP_FILE = re.compile(r"step=(\d+)")
+STEP_FILE = re.compile(r"step=(\d+)\.ckpt")
 # A sharded (FSDP) checkpoint is a directory; its non-tensor state (step, config) is this file.
 SHARDED_METADATA = "meta.pt"
 
@@ -79,11 +82,12 @@ def checkpoint_step(path: Path) -> int:
 
 
 def _newest_readable(checkpoints: Path) -> Path | None:
-    """last.ckpt (or, a sharded save cut between its renames, last.ckpt.old), else the newest
-    readable step=N.ckpt."""
-    last = checkpoints / "last.ckpt"
-    candidates = [last, last.with_name(last.name + ".old")]
-    steps = [(int(m.group(1)), p) for p in checkpoints.glob("step=*") if (m := STEP_FILE.match(p.name))]
+    """What `last.ckpt` points at (or, for a full sharded last.ckpt of an older run cut between its
+    renames, last.ckpt.old), else the newest readable step=N.ckpt."""
+    last = last_target(checkpoints)
+    candidates = [last] if last is not None else []
+    candidates.append(checkpoints / (LAST_NAME + ".old"))
+    steps = [(int(m.group(1)), p) for p in checkpoints.glob("step=*") if (m := STEP_FILE.fullmatch(p.name))]
     candidates += [p for _, p in sorted(steps, key=lambda item: item[0], reverse=True)]
     for candidate in filter(Path.exists, candidates):
         try:
@@ -92,7 +96,7 @@ def _newest_readable(checkpoints: Path) -> Path | None:
             log.warning("%s", error)
             continue
         if candidate != last:
-            log.warning("ckpt_path=last: %s is missing or unreadable, resuming from %s", last, candidate)
+            log.warning("ckpt_path=last: %s is missing or unreadable, resuming from %s", last or LAST_NAME, candidate)
         return candidate
     return None
 

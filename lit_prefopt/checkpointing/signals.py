@@ -4,7 +4,8 @@ Schedulers (SLURM, Kubernetes) send SIGTERM before they kill a job; Ctrl+C sends
 Lightning's own SIGTERM handler ends `fit` with a `SystemExit` whose code is 0 and saves nothing,
 and its SIGINT handling exits 1 without a checkpoint. `StopOnSignal` replaces both while
 Lightning runs: a signal only sets a flag; at the end of the next optimizer step (never between
-the micro-batches of one) all ranks agree to stop, save `checkpoints/last.ckpt`, print the
+the micro-batches of one) all ranks agree to stop, save the step (`checkpoints/step=N.ckpt`, with
+`last.ckpt` pointing at it, a background save included: it is complete before the exit), print the
 command that resumes the run, and exit with 128 + the signal number (143 for SIGTERM, 130 for
 SIGINT: the shell's convention, which SLURM and torchrun report as the job's failure by that
 signal). A second SIGINT interrupts at once (no checkpoint; Lightning exits 1). A signal during a
@@ -23,6 +24,8 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lit_prefopt.checkpointing.retention import save_checkpoint_now
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ class StopOnSignal(Callback):
             return
         if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
-        trainer.save_checkpoint(self.checkpoint)
+        save_checkpoint_now(trainer, self.checkpoint)
         self._stop(trainer, f"saved {self.checkpoint} after step {trainer.global_step}. Resume with:\n  {self.resume}")
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

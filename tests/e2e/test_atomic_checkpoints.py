@@ -10,13 +10,12 @@ import pytest
 import torch
 
 from lit_prefopt.checkpointing import files
-from lit_prefopt.checkpointing.files import CheckpointWriteError
-from lit_prefopt.strategies import replace_directory
+from lit_prefopt.checkpointing.files import CheckpointWriteError, replace_directory
 from lit_prefopt.train import resolve_ckpt_path, train
 
 
 def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(compose, monkeypatch) -> None:
-    """Train 2 steps (last.ckpt saved), then run out of space halfway through the bytes of the next save."""
+    """Train 2 steps (step=2.ckpt saved, last.ckpt pointing at it), then run out of space halfway through the bytes of the next save."""
     cfg = compose("trainer.max_steps=2", "data.batch_size=2", "validate_before_training=false", "data.val_files=null",
                   "export_hf=false", "checkpoint.every_n_steps=100", "scheduler=constant")
     train(cfg)
@@ -34,13 +33,15 @@ def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(compose, mo
     with pytest.raises(CheckpointWriteError, match=r"step=3\.ckpt: the disk is full"):
         train(resumed)
     monkeypatch.undo()
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.ckpt"], "no partial or temporary file is left"
-    assert (checkpoints / "last.ckpt").read_bytes() == before, "last.ckpt is the previous complete checkpoint"
+    listing = sorted(p.name for p in checkpoints.iterdir())
+    assert listing == ["last.ckpt", "step=2.ckpt"], "no partial or temporary file is left"
+    assert os.readlink(checkpoints / "last.ckpt") == "step=2.ckpt", "last.ckpt points at the previous complete save"
+    assert (checkpoints / "last.ckpt").read_bytes() == before
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def test_sharded_save_interrupted_between_renames_resumes_from_the_previous(tmp_path: Path) -> None:
-    """FSDP checkpoints are directories: staged, then renamed; the old one survives as .old."""
+    """A full sharded last.ckpt of an older run, replaced by a staged directory: the old one survives as .old."""
     checkpoints = tmp_path / "checkpoints"
     (checkpoints / "last.ckpt").mkdir(parents=True)
     (checkpoints / "last.ckpt" / "meta.pt").write_text("old")

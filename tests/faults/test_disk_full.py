@@ -15,7 +15,7 @@ import pytest
 
 from tests.entry_process import entry_env
 
-# Room for the run's small files and one 2.5 MB tiny-model checkpoint (step=1.ckpt), not for last.ckpt too.
+# Room for the run's small files and one 2.5 MB tiny-model checkpoint (step=1.ckpt), not for step=2.ckpt too.
 SIZE = "4m"
 
 
@@ -47,8 +47,8 @@ def test_full_disk_stops_the_run_and_leaves_no_partial_checkpoint(tmp_path: Path
     result = subprocess.run([*runner, script], env=entry_env(), capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
-    assert f"could not write the checkpoint {checkpoints / 'last.ckpt'}: the disk is full" in output, output[-3000:]
+    assert f"could not write the checkpoint {checkpoints / 'step=2.ckpt'}: the disk is full" in output, output[-3000:]
     listing = result.stdout.split("LISTING")[1].split()
-    assert "step=1.ckpt" in listing, "the checkpoint that fitted is kept"
-    assert "last.ckpt" not in listing and not any(name.endswith(".saving") for name in listing), listing
+    assert "step=1.ckpt" in listing and "last.ckpt" in listing, "the checkpoint that fitted is kept, last names it"
+    assert "step=2.ckpt" not in listing and not any(name.endswith(".saving") for name in listing), listing
     assert "hf" not in listing
