@@ -156,3 +156,14 @@ def test_each_rank_tokenizes_only_the_pairs_it_trains_on(write_jsonl, tokenizer)
         assert tokenized[rank] & scored == scored
     assert sorted(yielded[0] + yielded[1], key=int) == [str(i) for i in range(21)] and skipped == 1
     assert len(yielded[0]) == 12 and len(yielded[1]) == 9  # batches 0, 2, 4 (4 + 4 + 4) and 1, 3 (4 + 4 + 1)
+
+
+def test_resume_on_another_number_of_ranks_stops_saying_why(write_jsonl, tokenizer):
+    path = write_jsonl("train.jsonl", [pair(i) for i in range(8)])
+    two_ranks = loader(path, tokenizer, 0, 2, batch_size=2)
+    next(iter(two_ranks))
+    state = two_ranks.state_dict()
+    one_rank = loader(path, tokenizer, 0, 1, batch_size=2)
+    one_rank.load_state_dict(state)
+    with pytest.raises(ValueError, match=r"saved with 1 dataloader workers x 2 ranks and is resumed with 1 x 1: .* on 2 ranks"):
+        next(iter(one_rank))
