@@ -28,6 +28,7 @@ from lit_prefopt.checkpointing.schedule import ScheduleAtRestoredStep
 from lit_prefopt.checkpointing.signals import StopOnSignal
 from lit_prefopt.config_checks import check_config
 from lit_prefopt.criterion_modules import module_class
+from lit_prefopt.data.shared_scan import local_rank, shared_scan
 from lit_prefopt.models.export import check_export_dtype, export_hf
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 from lit_prefopt.outputs.report import write_curves, write_summary
@@ -65,7 +66,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     checkpoint.prepare()
     tokenizer = checkpoint.load_tokenizer()
     datamodule.set_tokenizer(tokenizer)
-    scan = datamodule.scan()
+    # Once per node, shared through the run directory (no process group exists yet): shared_scan.py.
+    scan_key = {DIGESTS_KEY: config[DIGESTS_KEY], "data": config["data"]}
+    scan = shared_scan(datamodule.scan, run_dir, scan_key, local_rank())
 
     module = module_class(type(criterion))(
         checkpoint,

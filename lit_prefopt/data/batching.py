@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from lit_prefopt.data.tokenize import TokenizedPair
 
 Batch = list[TokenizedPair]
+Item = TypeVar("Item")
 
 
-def fixed_batches(pairs: Iterable[TokenizedPair], batch_size: int) -> Iterator[Batch]:
-    """Consecutive groups of `batch_size` pairs; the last one may be smaller."""
-    batch: Batch = []
+def fixed_batches(pairs: Iterable[Item], batch_size: int) -> Iterator[list[Item]]:
+    """Consecutive groups of `batch_size` pairs (tokenized or not: lengths play no part); the last one may be smaller."""
+    batch: list[Item] = []
     for pair in pairs:
         batch.append(pair)
         if len(batch) == batch_size:

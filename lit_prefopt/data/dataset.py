@@ -5,10 +5,10 @@ How one epoch is cut up, and why:
 1. Dataloader worker `w` of `W` takes lines `w, w + W, w + 2W, ...` of the epoch's line stream
    (the files in order, or the manifest's weighted draws). Every rank runs the same W workers
    over the same lines.
-2. Each worker shuffles its lines in a bounded buffer seeded by (seed, epoch, w), parses and
-   tokenizes them, applies the over-length policy, and groups the pairs into batches (fixed size
-   or token budget). This *batch plan* is a pure function of the data, the seed and the epoch,
-   so it is identical on every rank, whatever drops, skips or lengths happen.
+2. Each worker shuffles its lines in a bounded buffer seeded by (seed, epoch, w), parses them,
+   applies the over-length policy, and groups the pairs into batches (fixed size or token
+   budget). This *batch plan* is a pure function of the data, the seed and the epoch, so it is
+   identical on every rank, whatever drops, skips or lengths happen.
 3. Rank `r` of `R` collates and yields batches `r, r + R, ...` of each worker's plan. So every
    pair of the epoch lands in exactly one batch of exactly one rank.
 4. DDP evenness: a worker's plan of K batches gives each rank `ceil(K / R)` batches; a rank that
@@ -16,19 +16,27 @@ How one epoch is cut up, and why:
    0, so its loss and metrics count for nothing, but the forward and backward touch every
    parameter and the gradient all-reduce matches the other ranks'. Every rank therefore yields
    the same number of batches per epoch, and no collective can hang at the end of an epoch.
-   The price is that every rank tokenizes the whole epoch (not 1/R of it); tokenization is
-   cheap next to a training step, and the agreement needs no communication.
-5. Resume: the state is (epoch, how many plan batches this worker has passed, how many it has
+5. Tokenizing only the rank's share: a plan needs a pair's tokens only when they can change
+   the plan. With fixed-size batches (`max_num_tokens` unset) and `truncation=truncate`, a text
+   record without reference scores always becomes exactly one pair of its batch (it is cut to
+   fit, never dropped, and tokenizing text cannot fail), so the plan holds it parsed but not
+   tokenized, and only the rank that collates its batch tokenizes it: each rank tokenizes 1/R
+   of the epoch, and every rank still parses all of it (one JSON parse per line, far cheaper).
+   A token budget needs every pair's length, `truncation=drop` and reference scores (an
+   over-long scored pair is dropped) decide from the length whether a pair exists, and a chat
+   template may refuse a record (a bad record): those pairs are tokenized by every rank, as
+   the plan depends on them. The agreement needs no communication either way.
+6. Resume: the state is (epoch, how many plan batches this worker has passed, how many it has
    yielded). `load_state_dict` followed by a new pass replays the epoch's plan up to that point
    without collating it, then continues with the next unseen batch. Replay re-reads and
-   re-tokenizes the epoch's consumed part (exact, even with shuffle and bucketing buffers in
-   flight, at the cost of that work once per resume). The number of workers and ranks must be
-   the same as when the state was saved.
+   re-parses the epoch's consumed part (exact, even with shuffle and bucketing buffers in
+   flight, at the cost of that work once per resume; pairs whose tokens the plan needs are
+   re-tokenized too). The number of workers and ranks must be the same as when the state was
+   saved.
 
 Counts of skipped (bad), dropped (over-long) and truncated pairs travel as deltas in the
 `counts` of the batch that the owning rank yields, so summing them over ranks and steps gives
-run totals with nothing counted twice.
-"""
+run totals with nothing counted twice."""
 
 from __future__ import annotations
 
@@ -43,10 +51,10 @@ from typing import Any
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.data.batching import Batch, budget_batches, fixed_batches
+from lit_prefopt.data.batching import budget_batches, fixed_batches
 from lit_prefopt.data.collate import collate_pairs
 from lit_prefopt.data.reader import RawLine, iter_lines
-from lit_prefopt.data.records import BadRecord, DataValidationError, parse_record
+from lit_prefopt.data.records import BadRecord, DataValidationError, PreferenceRecord, parse_record
 from lit_prefopt.data.sources import DataSources
 from lit_prefopt.data.tokenize import PairTokenizer, TokenizedPair, fit_length
 
@@ -74,11 +82,16 @@ class StreamSettings:
     max_dropped_fraction: float = 0.5
 
 
+# A plan's entry: a tokenized pair, or a parsed record whose tokens cannot change the plan and are
+# made only by the rank that collates its batch (item 5 of the module docstring).
+PlanEntry = TokenizedPair | PreferenceRecord
+
+
 @dataclass
 class _Plan:
     """One batch of a worker's epoch plan and the count deltas observed while forming it."""
 
-    pairs: Batch
+    pairs: list[PlanEntry]
     counts: Counter
 
 
@@ -186,8 +199,9 @@ class PreferenceStream(IterableDataset):
             pending.counts.update(counts)
             yield pending
 
-    def _pairs(self, worker: int, num_workers: int, counts: Counter, totals: Counter) -> Iterator[TokenizedPair]:
-        """The worker's share of the epoch's lines, shuffled, parsed, tokenized and length-checked."""
+    def _pairs(self, worker: int, num_workers: int, counts: Counter, totals: Counter) -> Iterator[PlanEntry]:
+        """The worker's share of the epoch's lines, shuffled, parsed, and tokenized and length-checked
+        where the plan depends on it."""
         settings = self.settings
         lines = (line for index, line in enumerate(self._lines()) if index % num_workers == worker)
         if settings.shuffle:
@@ -197,7 +211,7 @@ class PreferenceStream(IterableDataset):
                 self._check_dropped(totals)
             totals["records"] += 1
             try:
-                pair = self._tokenize(line)
+                pair = self._admit(line)
             except BadRecord as error:
                 if settings.on_bad_record == "error":
                     raise
@@ -215,11 +229,27 @@ class PreferenceStream(IterableDataset):
             return mixture.lines(self.settings.seed, self.epoch, self.draws)
         return iter_lines(self.sources.files)
 
-    def _tokenize(self, line: RawLine) -> TokenizedPair | None:
-        """One line to a pair within `max_seq_len`, or None when the `drop` policy drops it."""
+    def _admit(self, line: RawLine) -> PlanEntry | None:
+        """One line to a plan entry within `max_seq_len`, or None when the over-length policy drops it."""
         if line.problem is not None:
             raise BadRecord(line.where, line.problem)
-        pair = self.tokenizer(parse_record(line.data, line.where))
+        record = parse_record(line.data, line.where)
+        if self._defers(record):
+            return record
+        return self._fit(self.tokenizer(record), line.where)
+
+    def _defers(self, record: PreferenceRecord) -> bool:
+        """Whether the plan is the same whatever the record's tokens (item 5 of the module docstring)."""
+        settings = self.settings
+        return (
+            settings.max_num_tokens is None
+            and settings.truncation == "truncate"
+            and not record.is_chat
+            and not record.has_reference_scores
+        )
+
+    def _fit(self, pair: TokenizedPair, where: str) -> TokenizedPair | None:
+        """The pair within `max_seq_len`, or None when the `drop` policy drops it."""
         if pair.length <= self.settings.max_seq_len:
             return pair
         if self.settings.truncation == "drop":
@@ -228,11 +258,18 @@ class PreferenceStream(IterableDataset):
             # Its reference scores were summed over the whole completion given the whole prompt;
             # cut, they would no longer match the tokens scored. Dropped (and counted) instead.
             log.warning("%s: over data.max_seq_len=%d with reference scores: dropped, not truncated",
-                        line.where, self.settings.max_seq_len)
+                        where, self.settings.max_seq_len)
             return None
         return fit_length(pair, self.settings.max_seq_len, self.tokenizer.bos)
 
-    def _collate(self, pairs: Batch, counts: Counter, weight: float = 1.0) -> PreferenceBatch:
+    def _tokenized(self, entry: PlanEntry) -> TokenizedPair:
+        """A deferred record tokenized now, by the rank that collates it; `_defers` made sure it fits or is cut."""
+        if isinstance(entry, TokenizedPair):
+            return entry
+        return fit_length(self.tokenizer(entry), self.settings.max_seq_len, self.tokenizer.bos)
+
+    def _collate(self, entries: list[PlanEntry], counts: Counter, weight: float = 1.0) -> PreferenceBatch:
+        pairs = [self._tokenized(entry) for entry in entries]
         if weight:
             counts["truncated"] += sum(pair.truncated for pair in pairs)
         return collate_pairs(
