@@ -23,6 +23,7 @@ from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.module import PreferenceModule
 from lit_prefopt.paths import sample_data_path
+from lit_prefopt.reference.source import LiveReference
 from tests.criteria.test_configs import OPTIONS, criterion_node
 
 SAMPLE = str(sample_data_path("train.jsonl"))
@@ -68,7 +69,8 @@ def _module(tiny_llama, name: str, policy: torch.nn.Module, reference: torch.nn.
     module = PreferenceModule(HFCheckpoint(path=tiny_llama.path), instantiate(criterion_node(name)),
                               optimizer=torch.optim.SGD)
     module.policy = policy
-    module.__dict__["reference"] = reference if module.criterion.needs_reference else None
+    if module.criterion.needs_reference:
+        module.reference_source = LiveReference(None, 0, reference)
     return module
 
 
@@ -111,7 +113,8 @@ def test_token_budget_batches_and_reference_scores_are_the_same_packed(tiny_llam
         assert a.input_ids.numel() <= 1024
         assert packed_rows(b) < packed_rows(a) and b.shared_prefix.input_ids.shape[1] <= 256
     assert sum(a.num_pairs for a in plain) > 3 * 4, "the budget must hold more than a few pairs per batch"
-    plain_scores, packed_scores = score_pairs(reference, plain, torch.device("cpu")), score_pairs(reference, packed, torch.device("cpu"))
+    live = LiveReference(None, 0, reference)
+    plain_scores, packed_scores = score_pairs(live, plain, torch.device("cpu")), score_pairs(live, packed, torch.device("cpu"))
     assert plain_scores.keys() == packed_scores.keys() == {k for batch in plain for k in pair_keys(batch)}
     for key, values in plain_scores.items():
         assert packed_scores[key] == pytest.approx(values, abs=1e-5)
