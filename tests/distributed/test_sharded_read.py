@@ -37,7 +37,17 @@ def _worker(rank: int, port: int, root: str) -> None:
         from lit_prefopt.models.sharding import load_sharded
 
         mesh, cpu = init_device_mesh("cpu", (2,)), torch.device("cpu")
+        real_shard = sharding.shard
+
+        def shard_checking_meta(model, mesh, mp_policy=None):  # no full copy may exist before sharding
+            results.setdefault("meta_before_shard", []).append(all(p.is_meta for p in model.parameters()))
+            real_shard(model, mesh, mp_policy)
+
+        sharding.shard = shard_checking_meta
         tied = load_sharded(f"{root}/tied", mesh, cpu, torch.float32)
+        sharding.shard = real_shard
+        embed = dict(tied.named_parameters())["model.embed_tokens.weight"]
+        results["embed_rows"] = (embed.to_local().shape[0], embed.shape[0])
         with torch.no_grad():
             results["tied_logits"] = tied(input_ids=IDS).logits
         # A reference of the same checkpoint copies the policy's shards: equal to its own read, no file read.
@@ -92,6 +102,8 @@ def test_ranks_read_their_slices(tmp_path: Path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(results["tied_logits"], tied.eval()(input_ids=IDS).logits, atol=1e-5, rtol=1e-5)
     assert results["reuse_equal"]
+    assert results["meta_before_shard"] == [True], "parameters existed in full before sharding"
+    assert results["embed_rows"][0] == results["embed_rows"][1] // 2, "each rank holds its shard only"
     assert "lacks weights the model needs: model.norm.weight" in results["incomplete"]
     with torch.device("meta"):
         numels = [p.numel() for p in AutoModelForCausalLM.from_config(LlamaConfig(**LARGE)).parameters()]
