@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.collate import with_shared_prompts
 from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
 from lit_prefopt.data.loader import LightningStatefulLoader
+from lit_prefopt.data.plan_table import PlanTable, share_plan_table
 from lit_prefopt.data.scan import DataScan, scan_sources
 from lit_prefopt.data.sources import DataSources, resolve_sources
 from lit_prefopt.data.tokenize import PairTokenizer
@@ -128,6 +130,8 @@ class PreferenceDataModule(LightningDataModule):
             max_dropped_fraction=float(max_dropped_fraction),
         )
         self.tokenizer: PairTokenizer | None = None
+        # Per config key (`data.train_files`, `data.val_files`): the plan table of a multi-rank run.
+        self.tables: dict[str, PlanTable] = {}
         if tokenizer is not None:
             self.set_tokenizer(tokenizer)
 
@@ -136,7 +140,8 @@ class PreferenceDataModule(LightningDataModule):
         self.tokenizer = PairTokenizer(tokenizer)
 
     def setup(self, stage: str) -> None:
-        """Without a tokenizer of its own, take the module's (a `PreferenceModule` loads its policy's)."""
+        """Take the module's tokenizer unless one was given, then, with more than one rank, build the
+        plan tables of the streams this stage reads (`plan_table.py`; the process group exists by now)."""
         if self.tokenizer is None:
             module = self.trainer.lightning_module if self.trainer is not None else None
             tokenizer = getattr(module, "tokenizer", None)
@@ -145,6 +150,23 @@ class PreferenceDataModule(LightningDataModule):
                     "PreferenceDataModule needs a tokenizer: pass tokenizer=, or train a module that has one"
                 )
             self.set_tokenizer(tokenizer)
+        self.tables = {}
+        _, world_size = self._rank()
+        if world_size > 1 and dist.is_available() and dist.is_initialized():
+            train, val = self._sources()
+            for sources in [train if stage == "fit" else None, val if stage in ("fit", "validate") else None]:
+                if sources is not None:
+                    self.tables[sources.key] = self._share_table(sources)
+
+    def _share_table(self, sources: DataSources) -> PlanTable:
+        """Every rank's copy of the table; a bad record under `on_bad_record=error` stops every rank here, alike."""
+        settings = self.settings
+        table = share_plan_table(sources.files, sources.key, self._tokenizer(), settings.max_seq_len,
+                                 settings.truncation, self.trainer.strategy.root_device)
+        bad = table.first_bad_record()
+        if bad is not None and settings.on_bad_record == "error":
+            raise bad
+        return table
 
     def scan(self) -> DataScan:
         """Check the files exist and, unless `data.validate=false`, every record of them (see `scan.py`)."""
@@ -164,14 +186,14 @@ class PreferenceDataModule(LightningDataModule):
 
     def train_dataloader(self) -> LightningStatefulLoader:
         train, _ = self._sources()
-        return self._loader(PreferenceStream(train, self._tokenizer(), self.settings, *self._rank()))
+        return self._loader(PreferenceStream(train, self._tokenizer(), self.settings, *self._rank(), self.tables.get(train.key)))
 
     def val_dataloader(self) -> LightningStatefulLoader | list:
         _, val = self._sources()
         if val is None:
             return []
         settings = StreamSettings(**{**self.settings.__dict__, "shuffle": False})
-        return self._loader(PreferenceStream(val, self._tokenizer(), settings, *self._rank()))
+        return self._loader(PreferenceStream(val, self._tokenizer(), settings, *self._rank(), self.tables.get(val.key)))
 
     def _loader(self, stream: PreferenceStream) -> LightningStatefulLoader:
         # Persistent workers keep their stream object, and with it the epoch count, across epochs.

@@ -16,23 +16,25 @@ How one epoch is cut up, and why:
    0, so its loss and metrics count for nothing, but the forward and backward touch every
    parameter and the gradient all-reduce matches the other ranks'. Every rank therefore yields
    the same number of batches per epoch, and no collective can hang at the end of an epoch.
-5. Tokenizing only the rank's share: a plan needs a pair's tokens only when they can change
-   the plan. With fixed-size batches (`max_num_tokens` unset) and `truncation=truncate`, a text
-   record without reference scores always becomes exactly one pair of its batch (it is cut to
-   fit, never dropped, and tokenizing text cannot fail), so the plan holds it parsed but not
-   tokenized, and only the rank that collates its batch tokenizes it: each rank tokenizes 1/R
-   of the epoch, and every rank still parses all of it (one JSON parse per line, far cheaper).
-   A token budget needs every pair's length, `truncation=drop` and reference scores (an
-   over-long scored pair is dropped) decide from the length whether a pair exists, and a chat
-   template may refuse a record (a bad record): those pairs are tokenized by every rank, as
-   the plan depends on them. The agreement needs no communication either way.
+5. Tokenizing only a share: a plan needs every pair's length after the over-length policy, and
+   whether the policy drops it or the record is bad (a chat template may refuse one). With more
+   than one rank the data module builds a *plan table* first (`plan_table.py`, once per run in
+   `setup`): rank r parses and tokenizes lines r, r + R, ... of the files, and one all-reduce
+   gives every rank each line's length, DROPPED or BAD. The plan is then formed from the raw
+   lines and the table's lengths, identically on every rank without tokenizing, and a rank
+   tokenizes a pair again only when it collates its batch. So each rank parses and tokenizes
+   about 2/R of the epoch (its table share, then its batches), not all of it; every rank still
+   reads every line's bytes (gzip and manifest inputs included). A bad record with
+   `on_bad_record=error` stops every rank in `setup` with the same `file:line` message. In one
+   process, or a stream built without a table, the plan tokenizes each pair once as it forms,
+   and collation reuses those tokens. Either way every plan entry knows its `length`.
 6. Resume: the state is (epoch, how many plan batches this worker has passed, how many it has
    yielded). `load_state_dict` followed by a new pass replays the epoch's plan up to that point
    without collating it, then continues with the next unseen batch. Replay re-reads and
    re-parses the epoch's consumed part (exact, even with shuffle and bucketing buffers in
-   flight, at the cost of that work once per resume; pairs whose tokens the plan needs are
-   re-tokenized too). The number of workers and ranks must be the same as when the state was
-   saved.
+   flight, at the cost of that work once per resume; without a plan table the consumed pairs
+   are re-tokenized too). The number of workers and ranks must be the same as when the state
+   was saved.
 
 Counts of skipped (bad), dropped (over-long) and truncated pairs travel as deltas in the
 `counts` of the batch that the owning rank yields, so summing them over ranks and steps gives
@@ -46,19 +48,22 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from torch.utils.data import IterableDataset, get_worker_info
 
+from lit_prefopt.data.admission import admit
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.batching import budget_batches, fixed_batches
 from lit_prefopt.data.collate import collate_pairs
+from lit_prefopt.data.plan_table import BAD, DROPPED, LENGTH_BASE, PlanTable
 from lit_prefopt.data.reader import RawLine, iter_lines
-from lit_prefopt.data.records import BadRecord, DataValidationError, PreferenceRecord, parse_record
+from lit_prefopt.data.records import BadRecord, DataValidationError
 from lit_prefopt.data.sources import DataSources
-from lit_prefopt.data.tokenize import PairTokenizer, TokenizedPair, fit_length
+from lit_prefopt.data.tokenize import PairTokenizer, TokenizedPair
 
 log = logging.getLogger(__name__)
+Item = TypeVar("Item")
 
 # Records between checks of data.max_dropped_fraction within an epoch: enough for a fair estimate,
 # soon enough that a run whose max_steps ends before its first epoch still stops.
@@ -82,9 +87,20 @@ class StreamSettings:
     max_dropped_fraction: float = 0.5
 
 
-# A plan's entry: a tokenized pair, or a parsed record whose tokens cannot change the plan and are
-# made only by the rank that collates its batch (item 5 of the module docstring).
-PlanEntry = TokenizedPair | PreferenceRecord
+@dataclass(frozen=True)
+class TabledLine:
+    """A line that the plan table admitted: its length is known, its tokens are made only by the
+    rank that collates its batch (item 5 of the module docstring)."""
+
+    line: RawLine
+    length: int
+
+
+# A plan's entry; both kinds have the `length` that token budgets (and any length grouping) need.
+PlanEntry = TokenizedPair | TabledLine
+
+# A line of the epoch: its index in the plan table (its position in `iter_lines(files)`) and the line.
+IndexedLine = tuple[int, RawLine]
 
 
 @dataclass
@@ -105,6 +121,7 @@ class PreferenceStream(IterableDataset):
         settings: StreamSettings,
         rank: int = 0,
         world_size: int = 1,
+        table: PlanTable | None = None,
     ) -> None:
         super().__init__()
         self.sources = sources
@@ -112,6 +129,7 @@ class PreferenceStream(IterableDataset):
         self.settings = settings
         self.rank = rank
         self.world_size = world_size
+        self.table = table
         self.draws = sources.mixture.draws_per_epoch() if sources.mixture is not None else None
         self.epoch = 0
         self.position = 0
@@ -200,18 +218,18 @@ class PreferenceStream(IterableDataset):
             yield pending
 
     def _pairs(self, worker: int, num_workers: int, counts: Counter, totals: Counter) -> Iterator[PlanEntry]:
-        """The worker's share of the epoch's lines, shuffled, parsed, and tokenized and length-checked
-        where the plan depends on it."""
+        """The worker's share of the epoch's lines, shuffled, and admitted (through the plan table when
+        there is one) as plan entries."""
         settings = self.settings
-        lines = (line for index, line in enumerate(self._lines()) if index % num_workers == worker)
+        lines = (line for draw, line in enumerate(self._lines()) if draw % num_workers == worker)
         if settings.shuffle:
             lines = shuffled(lines, settings.shuffle_buffer, random.Random(f"shuffle/{settings.seed}/{self.epoch}/{worker}"))
-        for line in lines:
+        for index, line in lines:
             if totals["records"] and totals["records"] % DROPPED_CHECK_EVERY == 0:
                 self._check_dropped(totals)
             totals["records"] += 1
             try:
-                pair = self._admit(line)
+                pair = self._admit(index, line)
             except BadRecord as error:
                 if settings.on_bad_record == "error":
                     raise
@@ -223,50 +241,36 @@ class PreferenceStream(IterableDataset):
                 continue
             yield pair
 
-    def _lines(self) -> Iterator[RawLine]:
+    def _lines(self) -> Iterator[IndexedLine]:
         mixture = self.sources.mixture
-        if mixture is not None:
-            return mixture.lines(self.settings.seed, self.epoch, self.draws)
-        return iter_lines(self.sources.files)
+        if mixture is None:
+            return enumerate(iter_lines(self.sources.files))
+        draws = mixture.lines(self.settings.seed, self.epoch, self.draws)
+        offsets = self.table.offsets if self.table is not None else (0,) * len(mixture.files)
+        return ((offsets[file] + position, line) for file, position, line in draws)
 
-    def _admit(self, line: RawLine) -> PlanEntry | None:
+    def _admit(self, index: int, line: RawLine) -> PlanEntry | None:
         """One line to a plan entry within `max_seq_len`, or None when the over-length policy drops it."""
-        if line.problem is not None:
-            raise BadRecord(line.where, line.problem)
-        record = parse_record(line.data, line.where)
-        if self._defers(record):
-            return record
-        return self._fit(self.tokenizer(record), line.where)
-
-    def _defers(self, record: PreferenceRecord) -> bool:
-        """Whether the plan is the same whatever the record's tokens (item 5 of the module docstring)."""
-        settings = self.settings
-        return (
-            settings.max_num_tokens is None
-            and settings.truncation == "truncate"
-            and not record.is_chat
-            and not record.has_reference_scores
-        )
-
-    def _fit(self, pair: TokenizedPair, where: str) -> TokenizedPair | None:
-        """The pair within `max_seq_len`, or None when the `drop` policy drops it."""
-        if pair.length <= self.settings.max_seq_len:
-            return pair
-        if self.settings.truncation == "drop":
+        if self.table is None:
+            return admit(line, self.tokenizer, self.settings.max_seq_len, self.settings.truncation)
+        code = int(self.table.codes[index])
+        if code == BAD:
+            raise self.table.bad_record(index)
+        if code == DROPPED:
             return None
-        if pair.reference_chosen is not None:
-            # Its reference scores were summed over the whole completion given the whole prompt;
-            # cut, they would no longer match the tokens scored. Dropped (and counted) instead.
-            log.warning("%s: over data.max_seq_len=%d with reference scores: dropped, not truncated",
-                        where, self.settings.max_seq_len)
-            return None
-        return fit_length(pair, self.settings.max_seq_len, self.tokenizer.bos)
+        return TabledLine(line, code - LENGTH_BASE)
 
     def _tokenized(self, entry: PlanEntry) -> TokenizedPair:
-        """A deferred record tokenized now, by the rank that collates it; `_defers` made sure it fits or is cut."""
+        """The entry's tokens, made now for a line the plan table admitted (by the rank that collates it)."""
         if isinstance(entry, TokenizedPair):
             return entry
-        return fit_length(self.tokenizer(entry), self.settings.max_seq_len, self.tokenizer.bos)
+        pair = admit(entry.line, self.tokenizer, self.settings.max_seq_len, self.settings.truncation)
+        if pair is None or pair.length != entry.length:
+            raise RuntimeError(
+                f"{entry.line.where}: the plan table has {entry.length} tokens for this pair but this rank made "
+                f"{'none (dropped)' if pair is None else pair.length}: every rank must use the same tokenizer"
+            )
+        return pair
 
     def _collate(self, entries: list[PlanEntry], counts: Counter, weight: float = 1.0) -> PreferenceBatch:
         pairs = [self._tokenized(entry) for entry in entries]
@@ -292,9 +296,9 @@ class PreferenceStream(IterableDataset):
             )
 
 
-def shuffled(items: Iterator[RawLine], buffer_size: int, rng: random.Random) -> Iterator[RawLine]:
+def shuffled(items: Iterator[Item], buffer_size: int, rng: random.Random) -> Iterator[Item]:
     """A bounded-memory shuffle: hold `buffer_size` items, emit a random one as each new one arrives."""
-    buffer: list[RawLine] = []
+    buffer: list[Item] = []
     for item in items:
         if len(buffer) < buffer_size:
             buffer.append(item)

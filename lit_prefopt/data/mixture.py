@@ -41,12 +41,13 @@ class Mixture:
             return self.epoch_size
         return sum(count_records(path) for path in self.files)
 
-    def lines(self, seed: int, epoch: int, draws: int) -> Iterator[RawLine]:
-        """The epoch's `draws` lines, sampled by weight, reproducibly from (seed, epoch)."""
+    def lines(self, seed: int, epoch: int, draws: int) -> Iterator[tuple[int, int, RawLine]]:
+        """The epoch's `draws` lines, sampled by weight, reproducibly from (seed, epoch), each as
+        (index of its file, its position among that file's lines, the line)."""
         rng = random.Random(f"mixture/{seed}/{epoch}")
         readers = [_cycle(path) for path in self.files]
         for index in rng.choices(range(len(self.files)), weights=self.weights, k=draws):
-            yield next(readers[index])
+            yield index, *next(readers[index])
 
 
 def load_manifest(manifest: Path, key: str) -> Mixture:
@@ -77,7 +78,8 @@ def load_manifest(manifest: Path, key: str) -> Mixture:
     return Mixture(tuple(files), tuple(weights), epoch_size)
 
 
-def _cycle(path: Path) -> Iterator[RawLine]:
-    """A file's lines over and over (an empty file yields its problem once per cycle)."""
+def _cycle(path: Path) -> Iterator[tuple[int, RawLine]]:
+    """A file's lines over and over, each with its position in the file (an empty file yields its
+    problem once per cycle)."""
     while True:
-        yield from read_lines(path)
+        yield from enumerate(read_lines(path))

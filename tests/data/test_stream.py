@@ -122,42 +122,6 @@ def test_manifest_mixture_follows_the_weights(tmp_path, write_jsonl, tokenizer):
     assert Counter(ids)["0"] > 1  # the small file is upsampled, as its weight asks
 
 
-class CountingTokenizer(PairTokenizer):
-    """The real pair tokenizer, recording the id of every record it tokenizes."""
-
-    def __init__(self, tokenizer) -> None:
-        super().__init__(tokenizer)
-        self.tokenized: list[str] = []
-
-    def __call__(self, record):
-        self.tokenized.append(record.id)
-        return super().__call__(record)
-
-
-def test_each_rank_tokenizes_only_the_pairs_it_trains_on(write_jsonl, tokenizer):
-    # 21 pairs, a third of them over max_seq_len (cut, not dropped), 2 scored pairs that the plan must
-    # measure (an over-long scored pair is dropped) and one bad line: 5 batches of 4 after the skip.
-    records = [pair(i) if i % 3 else dict(pair(i), src="a much longer question " * 20) for i in range(19)]
-    records += [dict(pair(i), reference_score_chosen=-1.0, reference_score_rejected=-2.0) for i in (19, 20)]
-    path = write_jsonl("train.jsonl", [*records[:7], "{not json", *records[7:]])
-    sources = resolve_sources([str(path)], "data.train_files")
-    settings = StreamSettings(batch_size=4, max_seq_len=24, shuffle_buffer=8, on_bad_record="skip")
-    tokenized, yielded, skipped = [], [], 0
-    for rank in range(2):
-        counting = CountingTokenizer(tokenizer)
-        batches = list(PreferenceStream(sources, counting, settings, rank, world_size=2))
-        tokenized.append(Counter(counting.tokenized))
-        yielded.append(real_ids(batches))
-        skipped += sum(b.counts.get("skipped", 0) for b in batches)
-    scored = Counter({"19": 1, "20": 1})
-    for rank in range(2):
-        # Every rank measures the scored pairs; the others it tokenizes once, exactly when it trains on them.
-        assert tokenized[rank] - scored == Counter(yielded[rank]) - scored, f"rank {rank}"
-        assert tokenized[rank] & scored == scored
-    assert sorted(yielded[0] + yielded[1], key=int) == [str(i) for i in range(21)] and skipped == 1
-    assert len(yielded[0]) == 12 and len(yielded[1]) == 9  # batches 0, 2, 4 (4 + 4 + 4) and 1, 3 (4 + 4 + 1)
-
-
 def test_resume_on_another_number_of_ranks_stops_saying_why(write_jsonl, tokenizer):
     path = write_jsonl("train.jsonl", [pair(i) for i in range(8)])
     two_ranks = loader(path, tokenizer, 0, 2, batch_size=2)
