@@ -5,9 +5,9 @@ How one epoch is cut up, and why:
 1. Dataloader worker `w` of `W` takes lines `w, w + W, w + 2W, ...` of the epoch's line stream
    (the files in order, or the manifest's weighted draws). Every rank runs the same W workers
    over the same lines.
-2. Each worker shuffles its lines in a bounded buffer seeded by (seed, epoch, w), parses them,
-   applies the over-length policy, and groups the pairs into batches (fixed size or token
-   budget). This *batch plan* is a pure function of the data, the seed and the epoch, so it is
+2. Each worker shuffles its lines in a bounded buffer seeded by (seed, epoch, w), admits them
+   (parsed, tokenized and put through the over-length policy, or looked up in the plan table of
+   item 5), and groups the pairs into batches (fixed size or token budget). This *batch plan* is a pure function of the data, the seed and the epoch, so it is
    identical on every rank, whatever drops, skips or lengths happen.
 3. Rank `r` of `R` collates and yields batches `r, r + R, ...` of each worker's plan. So every
    pair of the epoch lands in exactly one batch of exactly one rank.
@@ -20,7 +20,8 @@ How one epoch is cut up, and why:
    whether the policy drops it or the record is bad (a chat template may refuse one). With more
    than one rank the data module builds a *plan table* first (`plan_table.py`, once per run in
    `setup`): rank r parses and tokenizes lines r, r + R, ... of the files, and one all-reduce
-   gives every rank each line's length, DROPPED or BAD. The plan is then formed from the raw
+   gives every rank each line's length, DROPPED or BAD (a manifest's draws look up the line of
+   their file). The plan is then formed from the raw
    lines and the table's lengths, identically on every rank without tokenizing, and a rank
    tokenizes a pair again only when it collates its batch. So each rank parses and tokenizes
    about 2/R of the epoch (its table share, then its batches), not all of it; every rank still
@@ -30,11 +31,11 @@ How one epoch is cut up, and why:
    and collation reuses those tokens. Either way every plan entry knows its `length`.
 6. Resume: the state is (epoch, how many plan batches this worker has passed, how many it has
    yielded). `load_state_dict` followed by a new pass replays the epoch's plan up to that point
-   without collating it, then continues with the next unseen batch. Replay re-reads and
-   re-parses the epoch's consumed part (exact, even with shuffle and bucketing buffers in
-   flight, at the cost of that work once per resume; without a plan table the consumed pairs
-   are re-tokenized too). The number of workers and ranks must be the same as when the state
-   was saved.
+   without collating it, then continues with the next unseen batch. Replay re-reads the
+   epoch's consumed part (exact, even with shuffle and bucketing buffers in flight, at the cost
+   of that work once per resume; with a plan table it reads bytes only, without one the
+   consumed pairs are parsed and tokenized again). The number of workers and ranks must be
+   the same as when the state was saved.
 
 Counts of skipped (bad), dropped (over-long) and truncated pairs travel as deltas in the
 `counts` of the batch that the owning rank yields, so summing them over ranks and steps gives
@@ -268,7 +269,7 @@ class PreferenceStream(IterableDataset):
         if pair is None or pair.length != entry.length:
             raise RuntimeError(
                 f"{entry.line.where}: the plan table has {entry.length} tokens for this pair but this rank made "
-                f"{'none (dropped)' if pair is None else pair.length}: every rank must use the same tokenizer"
+                f"{'none (dropped)' if pair is None else pair.length}: every rank must use the same tokenizer and files, unchanged during the run"
             )
         return pair
 

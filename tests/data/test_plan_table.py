@@ -147,3 +147,21 @@ def test_every_rank_resumes_exactly_through_the_table(num_workers, write_jsonl, 
     for rank, loader in enumerate(loaders()):
         loader.load_state_dict(state)
         assert [b.ids for b in loader] == uninterrupted[rank][2:], f"rank {rank}"
+
+
+def test_manifest_draws_look_up_their_files_lines(tmp_path, write_jsonl, tokenizer):
+    write_jsonl("mix/a.jsonl", [record(i) for i in range(8)])
+    write_jsonl("mix/b.jsonl", [record(i) for i in range(100, 106)])
+    (tmp_path / "mix" / "manifest.json").write_text(json.dumps(
+        {"files": [{"path": "a.jsonl", "weight": 1}, {"path": "b.jsonl", "weight": 3}], "epoch_size": 40}))
+    settings = StreamSettings(**SETTINGS["budget"], shuffle_buffer=8)
+    single = list(PreferenceStream(resolve_sources([str(tmp_path / "mix")], "data.train_files"), PairTokenizer(tokenizer), settings))
+    ranks, shared_ids = streams(tmp_path / "mix", tokenizer, settings)
+    batches = [list(stream) for stream in ranks]
+    # The table covers a.jsonl's 8 lines, then b.jsonl's 6: rank 0 tokenizes lines 0, 2, ... of both in order.
+    in_order = [str(i) for i in [*range(8), *range(100, 106)]]
+    assert shared_ids[0] == Counter(in_order[0::2]) and shared_ids[1] == Counter(in_order[1::2])
+    for rank in range(2):
+        assert [b.ids for b in batches[rank][: len(single[rank::2])]] == [b.ids for b in single[rank::2]]
+    assert Counter(real_ids(batches[0]) + real_ids(batches[1])) == Counter(real_ids(single))
+    assert counters(batches[0]) + counters(batches[1]) - Counter(padding_batches=len(single) % 2) == counters(single)
