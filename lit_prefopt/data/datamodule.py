@@ -2,7 +2,8 @@
 
 The order of use in `train()`: instantiate (config values are checked here, naming the key),
 `set_tokenizer`, `scan()` (files checked before any model loads), then Lightning calls
-`setup` and the dataloader methods. From Python, a plain `Trainer.fit(module, datamodule=dm)`
+`setup` (with more than one rank it builds the streams' plan tables there, every rank taking
+part) and the dataloader methods. From Python, a plain `Trainer.fit(module, datamodule=dm)`
 works too: `setup` takes the module's tokenizer unless one was given. The stream itself, its
 sharding and its resume rule are in `dataset.py`.
 """
