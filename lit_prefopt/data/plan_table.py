@@ -98,7 +98,8 @@ def build_share(
 def merge_shares(shares: Sequence[TableShare], key: str) -> PlanTable:
     """The table from every rank's share (what the collectives compute, done in one process)."""
     _check_shares([(len(s.codes), s.offsets, s.problems, s.failure) for s in shares], key)
-    return _table(np.sum([s.codes for s in shares], axis=0, dtype=np.int32), shares)
+    codes = np.sum([share.codes for share in shares], axis=0, dtype=np.int32)
+    return _table(codes, shares[0].offsets, [share.problems for share in shares])
 
 
 def share_plan_table(
@@ -119,7 +120,7 @@ def share_plan_table(
     _check_shares(gathered, key)
     codes = torch.from_numpy(share.codes).to(device)
     dist.all_reduce(codes, op=dist.ReduceOp.SUM)
-    return _table(codes.cpu().numpy(), [TableShare(np.zeros(0), offsets, problems) for _, offsets, problems, _ in gathered])
+    return _table(codes.cpu().numpy(), share.offsets, [problems for _, _, problems, _ in gathered])
 
 
 def _check_shares(shares: Sequence[tuple], key: str) -> None:
@@ -134,6 +135,5 @@ def _check_shares(shares: Sequence[tuple], key: str) -> None:
         )
 
 
-def _table(codes: np.ndarray, shares: Sequence[TableShare]) -> PlanTable:
-    problems = {index: problem for share in shares for index, problem in share.problems.items()}
-    return PlanTable(codes, shares[0].offsets, problems)
+def _table(codes: np.ndarray, offsets: tuple[int, ...], problems: Sequence[dict[int, tuple[str, str]]]) -> PlanTable:
+    return PlanTable(codes, offsets, {index: problem for share in problems for index, problem in share.items()})
