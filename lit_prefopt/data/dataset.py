@@ -269,7 +269,8 @@ class PreferenceStream(IterableDataset):
         if pair is None or pair.length != entry.length:
             raise RuntimeError(
                 f"{entry.line.where}: the plan table has {entry.length} tokens for this pair but this rank made "
-                f"{'none (dropped)' if pair is None else pair.length}: every rank must use the same tokenizer and files, unchanged during the run"
+                f"{'none (dropped)' if pair is None else pair.length}: every rank must use the same tokenizer "
+                "and the same files, unchanged during the run"
             )
         return pair
 
