@@ -26,7 +26,7 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import ModelParallelStrategy
 from safetensors.torch import load_file
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from transformers import AutoModelForCausalLM
 
 import lit_prefopt.models.sharding as sharding
@@ -71,8 +71,11 @@ def broadcast_loading() -> Iterator[None]:
 
 
 def gather_and_rebuild_export(policy: nn.Module, target: Path, is_global_zero: bool) -> None:
-    """The old `hf/` export: full state dict on rank 0, a second model from the config, save_pretrained."""
-    weights = sharding.full_state_dict(policy)
+    """The old `hf/` export: full state dict on rank 0, a second model from the config, save_pretrained.
+
+    The gather is collective: every rank calls it; with `cpu_offload` only rank 0 receives the tensors.
+    """
+    weights = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not is_global_zero:
         return
     model = AutoModelForCausalLM.from_config(policy.config, dtype=policy.dtype)

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lit_prefopt.checkpointing.config_check import DIGESTS_KEY, check_resume_config, data_digests
+from lit_prefopt.checkpointing.config_check import DIGESTS_KEY, check_resume_config, shared_data_digests
 from lit_prefopt.checkpointing.files import AtomicCheckpointIO
 from lit_prefopt.checkpointing.resume import checkpoint_step, read_checkpoint, resolve_ckpt_path
 from lit_prefopt.checkpointing.retention import save_checkpoint_now
@@ -51,7 +51,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.ckpt_path, run_dir)
     if ckpt_path is None and rank_zero_only.rank == 0:
         claim_run_dir(run_dir, resume_requested=cfg.ckpt_path is not None)
-    config = {**OmegaConf.to_container(cfg, resolve=True), DIGESTS_KEY: data_digests(cfg.data)}
+    # Once per node, shared through the run directory like the data scan below.
+    digests = shared_data_digests(cfg.data, run_dir, local_rank())
+    config = {**OmegaConf.to_container(cfg, resolve=True), DIGESTS_KEY: digests}
     if ckpt_path is not None:
         saved = read_checkpoint(Path(ckpt_path)).config
         check_resume_config(saved, config, Path(ckpt_path), cfg.get("resume_allow_changes", False))

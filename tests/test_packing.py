@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from lit_prefopt.callbacks.reference_cache import pair_keys, score_pairs
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.datamodule import PreferenceDataModule
+from lit_prefopt.kernels.attention.segments import PROMPT
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.module import PreferenceModule
@@ -121,19 +122,50 @@ def test_token_budget_batches_and_reference_scores_are_the_same_packed(tiny_llam
 
 
 def test_chat_records_pack_with_the_same_logprobs(tiny_llama, models, tmp_path: Path) -> None:
-    """Chat records ({prompt, chosen, rejected} message lists) rendered by the chat template."""
+    """Chat records ({prompt, chosen, rejected} message lists) rendered by the chat template, with
+    prompts of different lengths sharing packed rows, against the plain padded path (one sequence per
+    row, no prompt sharing).
+
+    Rotary attention depends only on position differences, so positions that ran on across a row
+    (pair k starting where pair k-1 ended) would leave every log-prob unchanged: the positions are
+    checked directly, as restarting at 0 for each pair's prompt and at the prompt's end for its
+    rejected completion. The log-probs catch a restart at the wrong place (another pair's prompt
+    length), which the different prompt lengths make visible.
+    """
     policy, _ = models
+    system = [{"role": "system", "content": "Be brief."}]
+    turns = [{"role": "user", "content": "Hello there."}, {"role": "assistant", "content": "Hello, ask away."}]
+    prompts = [[], system, system + turns, turns + turns]
     records = [
-        {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Question {i}: why {word}?"}],
+        {"prompt": prefix + [{"role": "user", "content": f"Question {i}: why {word}?"}],
          "chosen": [{"role": "assistant", "content": f"Because {word} is kind."}],
          "rejected": [{"role": "assistant", "content": f"No idea about {word}, sorry, truly none at all."}]}
-        for i, word in enumerate(["rain", "snow", "wind", "fog"])
+        for i, (word, prefix) in enumerate(zip(["rain", "snow", "wind", "fog"], prompts))
     ]
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     tokenizer = tiny_llama.load_tokenizer()
-    plain, packed = (batches(tokenizer, [str(path)], pack, 1, batch_size=4, max_seq_len=128)[0] for pack in (False, True))
-    assert packed_rows(packed) < packed_rows(plain)
+    plain = batches(tokenizer, [str(path)], False, 1, batch_size=4, max_seq_len=256, share_prompt=False)[0]
+    packed = batches(tokenizer, [str(path)], True, 1, batch_size=4, max_seq_len=256)[0]
+    assert plain.shared_prefix is None and packed_rows(packed) < 4
+    segments = packed.shared_prefix.segments
+    prompt_lengths = []
+    for p in range(4):
+        row = int((segments.pair == p).any(dim=1).nonzero()[0])
+        here = segments.pair[row] == p
+        kind, completion, positions = segments.kind[row, here], segments.completion[row, here], segments.positions[row, here]
+        prompt_length = int((kind == PROMPT).sum())
+        assert prompt_length == int(plain.completion_mask[p].nonzero()[0]), f"pair {p}: its prompt is the shared part"
+        chosen_length = int((completion == 0).sum())
+        rejected_length = int((completion == 1).sum())
+        expected = torch.cat([torch.arange(prompt_length + chosen_length),
+                              torch.arange(prompt_length, prompt_length + rejected_length)])
+        assert torch.equal(positions, expected), f"pair {p}: positions must restart per pair"
+        prompt_lengths.append((row, int(here.nonzero()[0]), prompt_length))
+    fullest = max((row for row, _, _ in prompt_lengths), key=[row for row, _, _ in prompt_lengths].count)
+    shared = [(column, length) for row, column, length in prompt_lengths if row == fullest]
+    assert len(shared) > 1 and len({n for _, n in shared}) == len(shared), (
+        f"one packed row must hold pairs of different prompt lengths: (row, column, prompt length) {prompt_lengths}")
     with torch.no_grad():
         expected_sums, expected_lengths = sequence_logprobs(policy, plain)
         sums, lengths = sequence_logprobs(policy, packed)

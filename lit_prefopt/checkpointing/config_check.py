@@ -6,7 +6,8 @@ which devices it runs may change, and are listed in the log. Settings that chang
 optimizer, schedule, seed, ...: every key not listed in `MAY_CHANGE`) are refused with the
 differing keys, unless `resume_allow_changes=true`. Training data is compared by content digest
 (`data_digests`, stored in the checkpoint's config), not by path: a moved or reinstalled copy of
-the same files is the same data.
+the same files is the same data. Hashing reads every data file, so it is done once per node, not
+by every process (`shared_data_digests`).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from lit_prefopt.callbacks.reference_cache import file_digest
+from lit_prefopt.data.node_share import WAIT_SECONDS, share_on_node
 from lit_prefopt.data.sources import resolve_sources
 
 log = logging.getLogger(__name__)
 
 DIGESTS_KEY = "data_digests"
+DIGESTS_FILE = "data_digests.json"
 DATA_KEYS = ("train_files", "val_files")
 # Keys (or whole groups, by prefix) that a resume may change: none changes what is trained.
 MAY_CHANGE = (
@@ -60,6 +63,30 @@ def data_digests(data: Any) -> dict[str, str | None]:
             combined.update(file_digest(Path(path)).encode())
         digests[key] = combined.hexdigest()
     return digests
+
+
+def shared_data_digests(data: Any, run_dir: Path, rank_on_node: int, wait_seconds: float = WAIT_SECONDS
+                        ) -> dict[str, str | None]:
+    """`data_digests` computed by the node's first process and read by the others from `run_dir`.
+
+    The result is keyed by each file's resolved path, size and modification time, so the others
+    take only digests of the files they see themselves, never those an earlier run left for other
+    or since changed files (they wait for the node's new ones instead).
+    """
+    return share_on_node(lambda: data_digests(data), run_dir / DIGESTS_FILE, {"files": _stamps(data)}, rank_on_node,
+                         dict, dict, wait_seconds=wait_seconds)
+
+
+def _stamps(data: Any) -> dict[str, list[list[Any]] | None]:
+    """(resolved path, size, modification time) of the files each data key reads: cheap, no file is read."""
+    stamps: dict[str, list[list[Any]] | None] = {}
+    for key in DATA_KEYS:
+        inputs = data.get(key)
+        files = resolve_sources(inputs, f"data.{key}").files if inputs else None
+        stamps[key] = None if files is None else [
+            [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns] for path in files for stat in [Path(path).stat()]
+        ]
+    return stamps
 
 
 def check_resume_config(saved: dict[str, Any], new: dict[str, Any], checkpoint: Path, allow_changes: bool) -> None:

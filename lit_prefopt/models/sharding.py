@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
@@ -76,11 +76,6 @@ def _copy_local_shards(source: nn.Module, target: nn.Module) -> None:
         local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
         given = sources[name]
         local.copy_(given.to_local() if hasattr(given, "to_local") else given)
-
-
-def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Gather a sharded model's weights on CPU (collective: every rank must call it)."""
-    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def _restore_non_persistent_buffers(model: nn.Module, device: torch.device) -> None:
