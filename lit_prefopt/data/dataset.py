@@ -6,9 +6,11 @@ How one epoch is cut up, and why:
    (the files in order, or the manifest's weighted draws). Every rank runs the same W workers
    over the same lines.
 2. Each worker shuffles its lines in a bounded buffer seeded by (seed, epoch, w), parses them,
-   applies the over-length policy, and groups the pairs into batches (fixed size or token
-   budget). This *batch plan* is a pure function of the data, the seed and the epoch, so it is
-   identical on every rank, whatever drops, skips or lengths happen.
+   applies the over-length policy, and groups the pairs into batches: `batch_size` pairs (of
+   similar length within pools of `bucket_pool` pairs when shuffled, consecutive in file order
+   with `shuffle=false`) or a token budget; the batches of a pool come in an order seeded by
+   (seed, epoch, w). This *batch plan* is a pure function of the data, the seed and the
+   epoch, so it is identical on every rank, whatever drops, skips or lengths happen.
 3. Rank `r` of `R` collates and yields batches `r, r + R, ...` of each worker's plan. So every
    pair of the epoch lands in exactly one batch of exactly one rank.
 4. DDP evenness: a worker's plan of K batches gives each rank `ceil(K / R)` batches; a rank that
@@ -17,12 +19,13 @@ How one epoch is cut up, and why:
    parameter and the gradient all-reduce matches the other ranks'. Every rank therefore yields
    the same number of batches per epoch, and no collective can hang at the end of an epoch.
 5. Tokenizing only the rank's share: a plan needs a pair's tokens only when they can change
-   the plan. With fixed-size batches (`max_num_tokens` unset) and `truncation=truncate`, a text
+   the plan. With fixed-size batches in stream order (`max_num_tokens` unset, no length grouping)
+   and `truncation=truncate`, a text
    record without reference scores always becomes exactly one pair of its batch (it is cut to
    fit, never dropped, and tokenizing text cannot fail), so the plan holds it parsed but not
    tokenized, and only the rank that collates its batch tokenizes it: each rank tokenizes 1/R
    of the epoch, and every rank still parses all of it (one JSON parse per line, far cheaper).
-   A token budget needs every pair's length, `truncation=drop` and reference scores (an
+   A token budget or length grouping needs every pair's length, `truncation=drop` and reference scores (an
    over-long scored pair is dropped) decide from the length whether a pair exists, and a chat
    template may refuse a record (a bad record): those pairs are tokenized by every rank, as
    the plan depends on them. The agreement needs no communication either way.
@@ -51,7 +54,7 @@ from typing import Any
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.data.batching import budget_batches, fixed_batches
+from lit_prefopt.data.batching import budget_batches, fixed_batches, grouped_batches
 from lit_prefopt.data.collate import collate_pairs
 from lit_prefopt.data.reader import RawLine, iter_lines
 from lit_prefopt.data.records import BadRecord, DataValidationError, PreferenceRecord, parse_record
@@ -77,9 +80,16 @@ class StreamSettings:
     shuffle: bool = True
     shuffle_buffer: int = 10_000
     bucket_pool: int = 1_000
+    group_by_length: bool = True
     seed: int = 0
     mask_source_tokens: bool = True
     max_dropped_fraction: float = 0.5
+
+    @property
+    def groups_by_length(self) -> bool:
+        """Whether fixed-size batches are made of pairs of similar length. Only a shuffled stream is
+        grouped: `shuffle=false` asks for the files' order, so its batches are consecutive pairs."""
+        return self.max_num_tokens is None and self.group_by_length and self.shuffle
 
 
 # A plan's entry: a tokenized pair, or a parsed record whose tokens cannot change the plan and are
@@ -183,9 +193,11 @@ class PreferenceStream(IterableDataset):
         counts: Counter = Counter()
         pairs = self._pairs(worker, num_workers, counts, totals)
         settings = self.settings
+        rng = random.Random(f"buckets/{settings.seed}/{self.epoch}/{worker}")
         if settings.max_num_tokens is not None:
-            rng = random.Random(f"buckets/{settings.seed}/{self.epoch}/{worker}")
             batches = budget_batches(pairs, settings.max_num_tokens, settings.bucket_pool, rng)
+        elif settings.groups_by_length:
+            batches = grouped_batches(pairs, settings.batch_size, settings.bucket_pool, rng)
         else:
             batches = fixed_batches(pairs, settings.batch_size)
         pending: _Plan | None = None
@@ -243,6 +255,7 @@ class PreferenceStream(IterableDataset):
         settings = self.settings
         return (
             settings.max_num_tokens is None
+            and not settings.groups_by_length
             and settings.truncation == "truncate"
             and not record.is_chat
             and not record.has_reference_scores
