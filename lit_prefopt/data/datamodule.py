@@ -129,6 +129,7 @@ class PreferenceDataModule(LightningDataModule):
             shuffle_buffer=shuffle_buffer,
             bucket_pool=bucket_pool,
             group_by_length=group_by_length,
+            share_prompt=share_prompt,
             seed=seed,
             mask_source_tokens=mask_source_tokens,
             max_dropped_fraction=float(max_dropped_fraction),

@@ -81,6 +81,8 @@ class StreamSettings:
     shuffle_buffer: int = 10_000
     bucket_pool: int = 1_000
     group_by_length: bool = True
+    # The layout the batches are encoded in, which decides the width grouping sorts by.
+    share_prompt: bool = True
     seed: int = 0
     mask_source_tokens: bool = True
     max_dropped_fraction: float = 0.5
@@ -197,7 +199,8 @@ class PreferenceStream(IterableDataset):
         if settings.max_num_tokens is not None:
             batches = budget_batches(pairs, settings.max_num_tokens, settings.bucket_pool, rng)
         elif settings.groups_by_length:
-            batches = grouped_batches(pairs, settings.batch_size, settings.bucket_pool, rng)
+            width = (lambda p: p.shared_length) if settings.share_prompt else (lambda p: p.length)
+            batches = grouped_batches(pairs, settings.batch_size, settings.bucket_pool, rng, width)
         else:
             batches = fixed_batches(pairs, settings.batch_size)
         pending: _Plan | None = None
