@@ -120,14 +120,6 @@ def add_ratios(results: list[dict]) -> None:
                 r["pairs_per_s_ratio"] = r["pairs_per_s"] / fastest["pairs_per_s"]
                 r["tokens_per_s_ratio"] = r["tokens_per_s"] / fastest["tokens_per_s"]
                 r["peak_rss_ratio"] = r["peak_rss_mib"] / fastest["peak_rss_mib"]
-        # The same ratio in pairs per CPU second (all threads of the process), which other processes'
-        # load on a shared machine distorts far less than wall time.
-        by_cpu = [r for r in trl if "pairs_per_cpu_s" in r]
-        if by_cpu:
-            leanest = max(by_cpu, key=lambda r: r["pairs_per_cpu_s"])
-            for r in runs:
-                if r["system"] == "lit_prefopt" and "pairs_per_cpu_s" in r:
-                    r["pairs_per_cpu_s_ratio"] = r["pairs_per_cpu_s"] / leanest["pairs_per_cpu_s"]
 
 
 def machine() -> dict:

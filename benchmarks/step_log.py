@@ -36,9 +36,6 @@ class StepLog:
     caller measured them, the encoded batch's positions, non-padding positions and LM-head positions."""
 
     ends: list[float] = field(default_factory=list)
-    # CPU seconds of the whole process (all its threads) at each step end: on a machine shared with
-    # other work, wall time stretches with their load while CPU time mostly does not.
-    cpu_ends: list[float] = field(default_factory=list)
     pairs: list[int] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     encoded: list[int] = field(default_factory=list)
@@ -47,7 +44,6 @@ class StepLog:
 
     def record(self, pairs: int, tokens: int, encoded: EncodedTokens | None = None) -> None:
         self.ends.append(time.perf_counter())
-        self.cpu_ends.append(time.process_time())
         self.pairs.append(pairs)
         self.tokens.append(tokens)
         if encoded is not None:
@@ -74,13 +70,10 @@ def summarize(record: dict, warmup: int) -> dict[str, float]:
     timed_pairs = sum(pairs[warmup + 1 :])
     timed_tokens = sum(tokens[warmup + 1 :])
     durations = sorted(b - a for a, b in zip(ends[warmup:], ends[warmup + 1 :]))
-    extra = {}
-    if len(record.get("cpu_ends", [])) == len(ends):
-        cpu_seconds = record["cpu_ends"][-1] - record["cpu_ends"][warmup]
-        extra |= {"cpu_s_per_step": cpu_seconds / steps, "pairs_per_cpu_s": timed_pairs / cpu_seconds}
+    encoded = {}
     if len(record.get("encoded", [])) == len(ends):
         positions = sum(record["encoded"][warmup + 1 :])
-        extra |= {
+        encoded = {
             "padding_fraction": 1 - sum(record["computed"][warmup + 1 :]) / positions,
             "computed_tokens_timed": sum(record["computed"][warmup + 1 :]),
             "head_tokens_timed": sum(record["head"][warmup + 1 :]),
@@ -96,5 +89,5 @@ def summarize(record: dict, warmup: int) -> dict[str, float]:
         "tokens_timed": timed_tokens,
         # torch's allocator high-water mark on the GPU (None on CPU, and in logs of older runs).
         "peak_cuda_gib": record.get("peak_cuda_gib"),
-        **extra,
+        **encoded,
     }
