@@ -15,11 +15,12 @@ def _fmt(value, digits: int = 2) -> str:
 
 def _run_row(r: dict) -> str:
     if "pairs_per_s" not in r:
-        return f"| {r['criterion']} | {r['name']} | failed (rc {r['returncode']}) | | | | | | | | | |"
+        return f"| {r['criterion']} | {r['name']} | failed (rc {r['returncode']}) | | | | | | | | | | | |"
     return (
         f"| {r['criterion']} | {r['name']} | {_fmt(r['pairs_per_s'])} | {_fmt(r['tokens_per_s'], 0)} | "
         f"{_fmt(r['s_per_step'])} | {_fmt(r['s_per_step_median'])} | {_fmt(r['pairs_per_step'], 1)} | {_fmt(r['peak_rss_mib'], 0)} | "
-        f"{_fmt(r.get('pairs_per_s_ratio'))} | {_fmt(r.get('peak_rss_ratio'))} | {_fmt(r.get('flops_fraction'), 3)} | "
+        f"{_fmt(r.get('pairs_per_s_ratio'))} | {_fmt(r.get('peak_rss_ratio'))} | {_fmt(r.get('padding_fraction'), 3)} | "
+        f"{_fmt(r.get('mfu_computed'), 3)} | {_fmt(r.get('flops_fraction'), 3)} | "
         f"{_fmt(r['load_average_1min'][0], 1)} / {_fmt(r['load_average_1min'][1], 1)} |"
     )
 
@@ -36,11 +37,17 @@ def write_markdown(report: dict, target: Path) -> None:
         f"{w['pairs']['tokens_per_pair']:.0f} tokens per pair (prompt counted twice). "
         f"{w['batch_size']} pairs/step, {w['steps']} steps, lr {w['lr']}, MALLOC_MMAP_THRESHOLD_={report['env']['MALLOC_MMAP_THRESHOLD_']} for both.",
         "",
-        "Ratios are lit_prefopt over the faster TRL run of the same criterion; FLOP fraction is achieved model "
-        "FLOP/s (non-padding tokens) over measured matmul FLOP/s.",
+        "Ratios are lit_prefopt over the faster TRL run of the same criterion. Padding fraction: padded positions "
+        "over all positions of the batch the model encoded (TRL: its padded [2B, L] batch; lit: the shared-prompt "
+        "rows, packed for lit_packed; lit_plain: the padded rows). MFU (computed): model FLOPs the run actually "
+        "computed (non-padding positions encoded, a shared prompt once, the LM head only where it ran) per second "
+        "over the measured matmul FLOP/s. Effective FLOP fraction: the padded layout's model FLOPs on the "
+        "non-padding tokens (prompt counted twice, LM head on every token) per second over the same peak; runs that "
+        "skip that work score higher than their MFU and can exceed 1, so it measures speed, not utilisation.",
         "",
-        "| criterion | run | pairs/s | tokens/s | s/step | median s/step | pairs/step | peak RSS MiB | pairs/s ratio | RSS ratio | FLOP fraction | load before/after |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| criterion | run | pairs/s | tokens/s | s/step | median s/step | pairs/step | peak RSS MiB | pairs/s ratio | RSS ratio "
+        "| padding fraction | MFU (computed) | effective FLOP fraction | load before/after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(_run_row(r) for r in report["runs"]),
     ]
     if "cache" in report:

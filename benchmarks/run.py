@@ -3,8 +3,9 @@
 Builds the ~7M-parameter tiny Llama and its BPE tokenizer from the HH-RLHF pairs, then trains
 each system in its own process on the same checkpoint, pairs, cap, pairs per step, dtype and
 learning rate, and reports steady-state throughput, peak memory, ratios, the 128k-vocabulary
-memory configuration, achieved FLOP/s against measured matmul FLOP/s, the reference-cache
-speedup and first-step parity. Results go to `benchmarks/results/` as JSON and Markdown.
+memory configuration, padding fractions, achieved FLOP/s against measured matmul FLOP/s (the
+effective figure and the MFU of the FLOPs actually computed), the reference-cache speedup and
+first-step parity. Results go to `benchmarks/results/` as JSON and Markdown.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from transformers import AutoConfig
 
 from benchmarks.child import child_env, run_child
 from benchmarks.fixture import DEFAULT_PAIRS, ModelShape, build_checkpoint, read_pairs, write_long_pairs, write_pairs
-from benchmarks.flops import matmul_flops_per_s, step_flops
+from benchmarks.flops import computed_step_flops, matmul_flops_per_s, step_flops
 from benchmarks.report import write_markdown
 from benchmarks.step_log import summarize
 from benchmarks.systems import RunSpec, Workload, lit_args, trl_args
@@ -39,10 +40,10 @@ PLAIN = {"data.share_prompt": "false", "model.chunked_logprobs": 0}
 
 
 def throughput_runs(criterion: str, budget: int) -> list[RunSpec]:
-    """TRL with and without its default gradient checkpointing; lit_prefopt with its kernels off
-    and with its defaults (kernels on) at the same 8 pairs per step, and in its best
-    configuration (defaults, token budget batching and, for DPO, cached reference log-probs from
-    an earlier run)."""
+    """TRL with and without its default gradient checkpointing; lit_prefopt with its kernels off,
+    with its defaults (kernels on) and with its defaults plus `data.pack=true`, all at the same
+    8 pairs per step, and in its best configuration (defaults, token budget batching and, for
+    DPO, cached reference log-probs from an earlier run)."""
     live = criterion == "dpo"
     best = {"data.batch_size": "null", "data.max_num_tokens": budget, "reference_cache": str(live).lower()}
     return [
@@ -50,6 +51,7 @@ def throughput_runs(criterion: str, budget: int) -> list[RunSpec]:
         RunSpec("lit_plain", "lit_prefopt", criterion, PLAIN, live),
         RunSpec("trl_no_gc", "trl", criterion, {"gradient_checkpointing": False}, live),
         RunSpec("lit", "lit_prefopt", criterion, {}, live),
+        RunSpec("lit_packed", "lit_prefopt", criterion, {"data.pack": "true"}, live),
         RunSpec("lit_best", "lit_prefopt", criterion, best, False),
     ]
 
@@ -88,13 +90,20 @@ def fastest(attempts: list[dict]) -> dict:
 
 
 def add_flops(result: dict, config, tokens_per_pair: float, machine_flops: float) -> None:
-    """Achieved model FLOP/s over the timed steps, as a fraction of measured matmul FLOP/s."""
+    """Achieved model FLOP/s over the timed steps as a fraction of measured matmul FLOP/s: the
+    effective figure (`flops_fraction`: the padded layout's work on the non-padding tokens, which
+    can exceed 1) and, where the step log has the encoded counts, the MFU of the FLOPs actually
+    computed (`mfu_computed`); benchmarks.flops defines both."""
     if "tokens_timed" not in result:
         return
-    flops = step_flops(config, result["tokens_timed"], tokens_per_pair / 2, result.get("live_reference", False))
+    live, context = result.get("live_reference", False), tokens_per_pair / 2
     seconds = result["s_per_step"] * result["steps_timed"]
-    result["model_flops_per_s"] = flops / seconds
+    result["model_flops_per_s"] = step_flops(config, result["tokens_timed"], context, live) / seconds
     result["flops_fraction"] = result["model_flops_per_s"] / machine_flops
+    if "computed_tokens_timed" in result:
+        computed = computed_step_flops(config, result["computed_tokens_timed"], result["head_tokens_timed"], context, live)
+        result["computed_flops_per_s"] = computed / seconds
+        result["mfu_computed"] = result["computed_flops_per_s"] / machine_flops
 
 
 def add_ratios(results: list[dict]) -> None:

@@ -19,7 +19,7 @@ import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from benchmarks.step_log import StepLog
+from benchmarks.step_log import EncodedTokens, StepLog
 
 # Criterion -> (trainer module, trainer class, config class, config settings that define it).
 TRAINERS: dict[str, tuple[str, str, str, dict[str, Any]]] = {
@@ -66,21 +66,38 @@ def build_trainer(spec: dict[str, Any]):
 
 
 class CountingCollator:
-    """Wraps TRL's own collator to count each batch's pairs and non-padding tokens.
+    """Wraps TRL's own collator to count each batch's pairs, non-padding tokens and encoded positions.
 
     Tokens are every attention-masked position of the chosen and rejected rows, so the prompt
-    counts twice, exactly as `PreferenceBatch.num_tokens` counts lit_prefopt's batches.
+    counts twice, exactly as `PreferenceBatch.num_tokens` counts lit_prefopt's batches; TRL
+    encodes exactly those rows. DPOTrainer's collator gives them as one [2B, L] batch; the CPO
+    and ORPO trainers pad chosen and rejected to the longer of the two and stack them, so the
+    encoded batch is [2B, max(L_chosen, L_rejected)] either way. `compact_head`: the LM head runs
+    on completion positions only (DPOTrainer's fused head where Triton runs), else on every one.
     """
 
-    def __init__(self, collate) -> None:
+    def __init__(self, collate, compact_head: bool) -> None:
         self.collate = collate
-        self.batches: list[tuple[int, int]] = []
+        self.compact_head = compact_head
+        self.batches: list[tuple[int, int, EncodedTokens]] = []
 
     def __call__(self, features: list[dict]) -> dict:
         batch = self.collate(features)
-        tokens = sum(int(v.sum()) for k, v in batch.items() if k.endswith("attention_mask") and not k.startswith("prompt"))
-        self.batches.append((len(features), tokens))
+        masks = [v for k, v in batch.items() if k.endswith("attention_mask") and not k.startswith("prompt")]
+        tokens = sum(int(mask.sum()) for mask in masks)
+        positions = sum(mask.shape[0] for mask in masks) * max(mask.shape[1] for mask in masks)
+        head = int(batch["completion_mask"].sum()) if self.compact_head else tokens
+        self.batches.append((len(features), tokens, EncodedTokens(positions, tokens, head)))
         return batch
+
+
+def fused_head_compacts(criterion: str, device: torch.device) -> bool:
+    """Whether TRL's LM head skips the prompt: DPOTrainer's fused head scores only completion
+    positions where Triton runs (CUDA, XPU) and every position elsewhere; the CPO and ORPO
+    trainers compute full logits."""
+    from trl.kernels.chunked_logprob import _use_triton
+
+    return criterion == "dpo" and _use_triton(device)
 
 
 class StepTimer(TrainerCallback):
@@ -91,15 +108,14 @@ class StepTimer(TrainerCallback):
         self.log = log
 
     def on_step_end(self, args, state, control, **kwargs) -> None:
-        pairs, tokens = self.counter.batches[len(self.log.ends)]
-        self.log.record(pairs, tokens)
+        self.log.record(*self.counter.batches[len(self.log.ends)])
 
 
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     torch.set_flush_denormal(spec.get("flush_denormal", True))
     trainer = build_trainer(spec)
-    counter = CountingCollator(trainer.data_collator)
+    counter = CountingCollator(trainer.data_collator, compact_head=fused_head_compacts(spec["criterion"], trainer.args.device))
     trainer.data_collator = counter
     log = StepLog()
     trainer.add_callback(StepTimer(counter, log))

@@ -34,7 +34,10 @@ class PreferenceDataModule(LightningDataModule):
     """Streams JSONL preference pairs (docs/ARCHITECTURE.md#data-records-and-tokenization) as `PreferenceBatch`es.
 
     `batch_size` pairs per batch, or, when `max_num_tokens` is set, length-bucketed batches of at
-    most that many padded tokens (then `batch_size` is not used). `share_prompt` lays each pair out
+    most that many padded tokens (then `batch_size` is not used). `group_by_length` makes the
+    `batch_size` batches of pairs of similar length (sorted within pools of `bucket_pool` pairs,
+    the batches in a seeded random order), which pads far less; the pairs per batch, and so the
+    optimizer step, are unchanged. `share_prompt` lays each pair out
     as one row [prompt | chosen | rejected]; `pack` then packs a batch's pairs into rows of
     `pack_length` tokens (default 2 * `max_seq_len`). Packing never decides which pairs form a
     batch: both keys keep their unpacked meaning (pairs per batch; the padded cost `2 * pairs *
@@ -61,6 +64,7 @@ class PreferenceDataModule(LightningDataModule):
         shuffle: bool = True,
         shuffle_buffer: int = 10_000,
         bucket_pool: int = 1_000,
+        group_by_length: bool = True,
         seed: int = 0,
         mask_source_tokens: bool = True,
         max_dropped_fraction: float = 0.5,
@@ -86,6 +90,7 @@ class PreferenceDataModule(LightningDataModule):
         _check_choice("data.on_bad_record", on_bad_record, ("error", "skip"))
         _check_bool("data.validate", validate)
         _check_bool("data.shuffle", shuffle)
+        _check_bool("data.group_by_length", group_by_length)
         _check_bool("data.mask_source_tokens", mask_source_tokens)
         _check_bool("data.share_prompt", share_prompt)
         _check_bool("data.pack", pack)
@@ -126,6 +131,8 @@ class PreferenceDataModule(LightningDataModule):
             shuffle=shuffle,
             shuffle_buffer=shuffle_buffer,
             bucket_pool=bucket_pool,
+            group_by_length=group_by_length,
+            share_prompt=share_prompt,
             seed=seed,
             mask_source_tokens=mask_source_tokens,
             max_dropped_fraction=float(max_dropped_fraction),

@@ -7,8 +7,11 @@ How one epoch is cut up, and why:
    over the same lines.
 2. Each worker shuffles its lines in a bounded buffer seeded by (seed, epoch, w), admits them
    (parsed, tokenized and put through the over-length policy, or looked up in the plan table of
-   item 5), and groups the pairs into batches (fixed size or token budget). This *batch plan* is a pure function of the data, the seed and the epoch, so it is
-   identical on every rank, whatever drops, skips or lengths happen.
+   item 5), and groups the pairs into batches: `batch_size` pairs (of similar length within
+   pools of `bucket_pool` pairs when shuffled, consecutive in file order with `shuffle=false`)
+   or a token budget; the batches of a pool come in an order seeded by (seed, epoch, w). This
+   *batch plan* is a pure function of the data, the seed and the epoch, so it is identical on
+   every rank, whatever drops, skips or lengths happen.
 3. Rank `r` of `R` collates and yields batches `r, r + R, ...` of each worker's plan. So every
    pair of the epoch lands in exactly one batch of exactly one rank.
 4. DDP evenness: a worker's plan of K batches gives each rank `ceil(K / R)` batches; a rank that
@@ -28,7 +31,8 @@ How one epoch is cut up, and why:
    reads every line's bytes (gzip and manifest inputs included). A bad record with
    `on_bad_record=error` stops every rank in `setup` with the same `file:line` message. In one
    process, or a stream built without a table, the plan tokenizes each pair once as it forms,
-   and collation reuses those tokens. Either way every plan entry knows its `length`.
+   and collation reuses those tokens. Either way every plan entry knows its `length` and its shared-row width
+   (`shared_length`), which token budgets and length grouping sort by.
 6. Resume: the state is (epoch, how many plan batches this worker has passed, how many it has
    yielded). `load_state_dict` followed by a new pass replays the epoch's plan up to that point
    without collating it, then continues with the next unseen batch. Replay re-reads the
@@ -55,7 +59,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from lit_prefopt.data.admission import admit
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.data.batching import budget_batches, fixed_batches
+from lit_prefopt.data.batching import budget_batches, fixed_batches, grouped_batches
 from lit_prefopt.data.collate import collate_pairs
 from lit_prefopt.data.plan_table import BAD, DROPPED, LENGTH_BASE, PlanTable
 from lit_prefopt.data.reader import RawLine, iter_lines
@@ -83,9 +87,18 @@ class StreamSettings:
     shuffle: bool = True
     shuffle_buffer: int = 10_000
     bucket_pool: int = 1_000
+    group_by_length: bool = True
+    # The layout the batches are encoded in, which decides the width grouping sorts by.
+    share_prompt: bool = True
     seed: int = 0
     mask_source_tokens: bool = True
     max_dropped_fraction: float = 0.5
+
+    @property
+    def groups_by_length(self) -> bool:
+        """Whether fixed-size batches are made of pairs of similar length. Only a shuffled stream is
+        grouped: `shuffle=false` asks for the files' order, so its batches are consecutive pairs."""
+        return self.max_num_tokens is None and self.group_by_length and self.shuffle
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,7 @@ class TabledLine:
 
     line: RawLine
     length: int
+    shared_length: int
 
 
 # A plan's entry; both kinds have the `length` that token budgets (and any length grouping) need.
@@ -202,9 +216,12 @@ class PreferenceStream(IterableDataset):
         counts: Counter = Counter()
         pairs = self._pairs(worker, num_workers, counts, totals)
         settings = self.settings
+        rng = random.Random(f"buckets/{settings.seed}/{self.epoch}/{worker}")
         if settings.max_num_tokens is not None:
-            rng = random.Random(f"buckets/{settings.seed}/{self.epoch}/{worker}")
             batches = budget_batches(pairs, settings.max_num_tokens, settings.bucket_pool, rng)
+        elif settings.groups_by_length:
+            width = (lambda p: p.shared_length) if settings.share_prompt else (lambda p: p.length)
+            batches = grouped_batches(pairs, settings.batch_size, settings.bucket_pool, rng, width)
         else:
             batches = fixed_batches(pairs, settings.batch_size)
         pending: _Plan | None = None
@@ -259,7 +276,7 @@ class PreferenceStream(IterableDataset):
             raise self.table.bad_record(index)
         if code == DROPPED:
             return None
-        return TabledLine(line, code - LENGTH_BASE)
+        return TabledLine(line, code - LENGTH_BASE, int(self.table.widths[index]))
 
     def _tokenized(self, entry: PlanEntry) -> TokenizedPair:
         """The entry's tokens, made now for a line the plan table admitted (by the rank that collates it)."""

@@ -5,9 +5,10 @@ which pairs that policy drops, and on which records are bad (a chat template may
 Those facts need the tokenizer, and every rank needs all of them to form the same plan. The
 table holds them as one small integer per line of `iter_lines(files)` (the files in order, a
 file-level problem such as an empty file counting as one line): the pair's length, DROPPED, or
-BAD (its `file:line` message kept beside the table). Rank r of R parses and tokenizes only
-lines `r, r + R, ...`; the owner's code is offset so that every other rank's entry is 0, and one
-SUM all-reduce gives every rank the whole table. A bad record's message and any failure travel
+BAD (its `file:line` message kept beside the table), and beside it the width of the pair's
+shared-prompt row [prompt | chosen | rejected], which length grouping sorts by. Rank r of R
+parses and tokenizes only lines `r, r + R, ...`; the owner's code is offset so that every other
+rank's entry is 0, and one SUM all-reduce gives every rank the whole table. A bad record's message and any failure travel
 in one gather before it, so every rank raises the same error after the same collectives: a rank
 whose tokenizer crashes records the failure instead of leaving the others waiting.
 
@@ -42,9 +43,11 @@ LENGTH_BASE = 3  # a pair of `length` tokens per row is `LENGTH_BASE + length`
 
 @dataclass
 class PlanTable:
-    """Per line of `iter_lines(files)`: DROPPED, BAD, or `LENGTH_BASE + length` of the admitted pair."""
+    """Per line of `iter_lines(files)`: DROPPED, BAD, or `LENGTH_BASE + length` of the admitted pair,
+    and its shared-row width (0 for a line that is no pair)."""
 
     codes: np.ndarray
+    widths: np.ndarray
     offsets: tuple[int, ...]  # the table index of each file's first line
     problems: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> (file:line, problem)
 
@@ -58,9 +61,10 @@ class PlanTable:
 
 @dataclass
 class TableShare:
-    """One rank's part of a table: codes of the lines it owns (0 elsewhere), their problems, or its failure."""
+    """One rank's part of a table: codes and widths of the lines it owns (0 elsewhere), their problems, or its failure."""
 
     codes: np.ndarray
+    widths: np.ndarray
     offsets: tuple[int, ...]
     problems: dict[int, tuple[str, str]]
     failure: str | None = None
@@ -75,6 +79,7 @@ def build_share(
     rank still reaches the collectives the other ranks are waiting in.
     """
     codes = array("i")  # 4 bytes a line while reading, like the table itself
+    widths = array("i")
     offsets: list[int] = []
     problems: dict[int, tuple[str, str]] = {}
     try:
@@ -82,24 +87,31 @@ def build_share(
             offsets.append(len(codes))
             for line in read_lines(path):
                 index = len(codes)
-                code = NOT_OWNED
+                code, width = NOT_OWNED, 0
                 if index % world_size == rank:
                     try:
                         pair = admit(line, tokenizer, max_seq_len, truncation)
-                        code = DROPPED if pair is None else LENGTH_BASE + pair.length
+                        if pair is None:
+                            code = DROPPED
+                        else:
+                            code, width = LENGTH_BASE + pair.length, pair.shared_length
                     except BadRecord as error:
                         code, problems[index] = BAD, (error.where, error.problem)
                 codes.append(code)
+                widths.append(width)
     except Exception as error:  # noqa: BLE001 - reported on every rank after the collectives
-        return TableShare(np.zeros(0, np.int32), (), {}, f"rank {rank}: {type(error).__name__}: {error}")
-    return TableShare(np.frombuffer(codes, np.int32).copy(), tuple(offsets), problems)
+        empty = np.zeros(0, np.int32)
+        return TableShare(empty, empty, (), {}, f"rank {rank}: {type(error).__name__}: {error}")
+    return TableShare(np.frombuffer(codes, np.int32).copy(), np.frombuffer(widths, np.int32).copy(),
+                      tuple(offsets), problems)
 
 
 def merge_shares(shares: Sequence[TableShare], key: str) -> PlanTable:
     """The table from every rank's share (what the collectives compute, done in one process)."""
     _check_shares([(len(s.codes), s.offsets, s.problems, s.failure) for s in shares], key)
     codes = np.sum([share.codes for share in shares], axis=0, dtype=np.int32)
-    return _table(codes, shares[0].offsets, [share.problems for share in shares])
+    widths = np.sum([share.widths for share in shares], axis=0, dtype=np.int32)
+    return _table(codes, widths, shares[0].offsets, [share.problems for share in shares])
 
 
 def share_plan_table(
@@ -118,9 +130,10 @@ def share_plan_table(
     gathered: list = [None] * world_size
     dist.all_gather_object(gathered, (len(share.codes), share.offsets, share.problems, share.failure))
     _check_shares(gathered, key)
-    codes = torch.from_numpy(share.codes).to(device)
-    dist.all_reduce(codes, op=dist.ReduceOp.SUM)
-    return _table(codes.cpu().numpy(), share.offsets, [problems for _, _, problems, _ in gathered])
+    columns = torch.from_numpy(np.stack([share.codes, share.widths])).to(device)
+    dist.all_reduce(columns, op=dist.ReduceOp.SUM)
+    codes, widths = columns.cpu().numpy()
+    return _table(codes, widths, share.offsets, [problems for _, _, problems, _ in gathered])
 
 
 def _check_shares(shares: Sequence[tuple], key: str) -> None:
@@ -135,5 +148,6 @@ def _check_shares(shares: Sequence[tuple], key: str) -> None:
         )
 
 
-def _table(codes: np.ndarray, offsets: tuple[int, ...], problems: Sequence[dict[int, tuple[str, str]]]) -> PlanTable:
-    return PlanTable(codes, offsets, {index: problem for share in problems for index, problem in share.items()})
+def _table(codes: np.ndarray, widths: np.ndarray, offsets: tuple[int, ...],
+           problems: Sequence[dict[int, tuple[str, str]]]) -> PlanTable:
+    return PlanTable(codes, widths, offsets, {index: problem for share in problems for index, problem in share.items()})

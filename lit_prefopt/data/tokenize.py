@@ -43,6 +43,11 @@ class TokenizedPair:
         """Tokens of the longer of the pair's two rows: its padded width in a batch."""
         return len(self.prompt) + max(len(self.chosen), len(self.rejected))
 
+    @property
+    def shared_length(self) -> int:
+        """Tokens of the pair's one row [prompt | chosen | rejected]: its width in a shared-prompt batch."""
+        return len(self.prompt) + len(self.chosen) + len(self.rejected)
+
 
 class PairTokenizer:
     """Tokenizes records with a Hugging Face tokenizer; needs EOS, uses BOS when there is one."""

@@ -18,7 +18,7 @@ from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
 from lit_prefopt.data.plan_table import BAD, DROPPED, LENGTH_BASE, build_share, merge_shares
 from lit_prefopt.data.records import BadRecord, parse_record
 from lit_prefopt.data.sources import resolve_sources
-from lit_prefopt.data.tokenize import PairTokenizer
+from lit_prefopt.data.tokenize import PairTokenizer, fit_length
 from tests.data.pairs import pair
 
 BAD_LINE = "{not json"
@@ -55,7 +55,8 @@ def record(index: int) -> dict:
 
 LINES = [record(i) for i in range(9)] + [BAD_LINE] + [record(i) for i in range(9, 31)]
 SETTINGS = {
-    "truncate": dict(batch_size=3, max_seq_len=24),
+    "truncate": dict(batch_size=3, max_seq_len=24),  # grouped by length (the default) through the table's widths
+    "ungrouped": dict(batch_size=3, max_seq_len=24, group_by_length=False),
     "drop": dict(batch_size=4, max_seq_len=24, truncation="drop"),  # 17 pairs, 5 batches: rank 1 pads
     "budget": dict(max_num_tokens=96, max_seq_len=24, bucket_pool=8),
 }
@@ -114,10 +115,14 @@ def test_the_table_holds_lengths_drops_and_bad_records(write_jsonl, tokenizer):
     files = resolve_sources([str(path)], "data.train_files").files
     tok = PairTokenizer(tokenizer)
     table = merge_shares([build_share(files, tok, 24, "truncate", rank, 2) for rank in range(2)], "data.train_files")
-    lengths = [tok(parse_record(json.dumps(r).encode(), "-")).length for r in (short, scored, chat(1))]
+    pairs = [tok(parse_record(json.dumps(r).encode(), "-")) for r in (short, scored, chat(1))]
+    lengths = [p.length for p in pairs]
     # The scored over-long pair is dropped; the over-long chat pair is cut to max_seq_len.
     assert lengths[0] <= 24 and lengths[1] <= 24 and lengths[2] > 24
     assert table.codes.tolist() == [LENGTH_BASE + lengths[0], BAD, LENGTH_BASE + lengths[1], DROPPED, LENGTH_BASE + 24]
+    # Shared-row widths, which length grouping sorts by: the chat pair's is that of its truncated pair.
+    cut = fit_length(pairs[2], 24, tok.bos).shared_length
+    assert table.widths.tolist() == [pairs[0].shared_length, 0, pairs[1].shared_length, 0, cut]
     assert str(table.first_bad_record()).startswith(f"{path}:2: invalid JSON")
 
 

@@ -57,11 +57,11 @@ def test_epochs_reshuffle_from_the_seed(write_jsonl, tokenizer):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("budget", [None, 400])
-def test_resume_continues_with_the_next_unseen_pair(write_jsonl, tokenizer, num_workers, budget):
+@pytest.mark.parametrize("batching", [dict(group_by_length=False), dict(group_by_length=True), dict(max_num_tokens=400)])
+def test_resume_continues_with_the_next_unseen_pair(write_jsonl, tokenizer, num_workers, batching):
     records = [pair(i) if i % 3 else dict(pair(i), src="a longer question " * (1 + i % 7)) for i in range(60)]
     path = write_jsonl("train.jsonl", records)
-    settings = dict(batch_size=4, max_num_tokens=budget, shuffle_buffer=16, bucket_pool=12, max_seq_len=128)
+    settings = dict(batch_size=4, shuffle_buffer=16, bucket_pool=12, max_seq_len=128, **batching)
     uninterrupted = [b.ids for b in loader(path, tokenizer, num_workers=num_workers, **settings)]
     first = loader(path, tokenizer, num_workers=num_workers, **settings)
     it = iter(first)
@@ -98,7 +98,7 @@ def real_ids_from(id_lists) -> list[str]:
 def test_token_budget_is_respected_and_cuts_padding_on_hh(tokenizer):
     budget, max_seq_len = 4096, 512
     bucketed = list(loader(HH_TRAIN, tokenizer, max_num_tokens=budget, max_seq_len=max_seq_len))
-    fixed = list(loader(HH_TRAIN, tokenizer, batch_size=4, max_seq_len=max_seq_len))
+    fixed = list(loader(HH_TRAIN, tokenizer, batch_size=4, max_seq_len=max_seq_len, group_by_length=False))
 
     def padding_fraction(batches) -> float:
         return 1 - sum(int(b.attention_mask.sum()) for b in batches) / sum(b.input_ids.numel() for b in batches)
