@@ -196,6 +196,20 @@ class PreferenceModule(LightningModule):
             for logger in self.loggers:
                 logger.log_metrics(floats, step=step)
 
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step, then free the gradients at once.
+
+        Lightning zeroes gradients only after the next step's forward, so a full set of gradients
+        (one policy's worth of memory: 250 MiB for a 66M-parameter model with a 128k vocabulary)
+        would sit idle through that forward, the peak of a step with the chunked head. Freed here,
+        the next backward makes them afresh; Lightning's own zeroing then finds none.
+        """
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        optimizer.zero_grad(set_to_none=True)
+
     def _reduced_step_sums(self) -> dict[str, Tensor]:
         """The step's sums over all ranks in one all-reduce. The names are the same fixed set on
         every rank (metrics of the criterion, totals, every declared data counter); sorting them

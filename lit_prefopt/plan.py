@@ -16,8 +16,8 @@ Terms (bytes per device):
 - gradients = P_t b / S: FSDP reduce-scatters them into shards. DDP keeps a second copy in its
   all-reduce buckets (P_t b more).
 - optimizer = AdamW's two moments, 2 P_t b / S (kept in the parameters' dtype); SGD's momentum
-  buffer, P_t b / S, when momentum > 0. The step itself allocates one more P_t b / S temporary
-  (AdamW's sqrt of the second moment; SGD's decayed gradient when weight_decay > 0).
+  buffer, P_t b / S, when momentum > 0. A step that is not `fused` allocates one more P_t b / S
+  temporary (AdamW's sqrt of the second moment; SGD's decayed gradient when weight_decay > 0).
 - reference = P b_ref / S, loaded only when the criterion needs one and LoRA does not provide it
   (data with reference scores needs none; this plan does not read the data).
 - activations: what autograd keeps for backward. A Llama-style decoder layer (RMSNorm, q/k/v/o
@@ -30,9 +30,10 @@ Terms (bytes per device):
   input, 3h a per token. With `model.gradient_checkpointing` a layer keeps only its input and the
   rotary tables it is called with (1.5h a per token, measured), and backward recomputes one layer
   at a time: (1.5h L + 11h + 4i + 3h) a N.
-- lm_head: `model.chunked_logprobs=C` makes C x V logits at a time: in the model's dtype, a float32
-  copy and a float32 exp for the log-sum-exp, (a + 8) C V, and in backward the float32 gradient of
-  the head's weight, 4 V h. Without chunking the N x V logits exist whole: (a + 8) N V.
+- lm_head: `model.chunked_logprobs=C` makes C x V logits at a time, float32, with the log-sum-exp and
+  the softmax computed in place: 4 C V, plus the matmul's result in the activation dtype when that is
+  not float32, (a + 4) C V, and in backward the float32 gradient of the head's weight, 4 V h. Without
+  chunking the N x V logits exist whole, with a float32 copy and exp: (a + 8) N V.
 - attention_masks: a 4D mask per micro-batch, rows x (row length)^2: booleans (1 byte) for SDPA,
   the activation dtype for eager attention. Shared-prompt rows are twice as long, so half as many
   rows hold four times the elements; packed rows are `data.pack_length` long. `flex_attention`
@@ -40,7 +41,7 @@ Terms (bytes per device):
 
 Peak = parameters + gathered + optimizer + reference + max(activations + lm_head +
 attention_masks, gradients + step temporaries): activations are freed as backward makes
-gradients, and the optimizer step runs after both (Lightning frees the gradients after each step).
+gradients, and the optimizer step runs after both (the module frees the gradients as soon as the step is applied).
 With `trainer.accumulate_grad_batches` > 1 the gradients are held while later micro-batches run,
 so they add to the activations instead. The runtime itself (CUDA context, kernels,
 allocator caching, Python) comes on top; the test compares the estimate with measured CPU runs.
@@ -131,7 +132,8 @@ def plan_memory(cfg: DictConfig) -> MemoryPlan:
     without = tokens * (layers * per_layer + outside)
     with_ckpt = tokens * (layers * 3 * h * a // 2 + per_layer + outside)
     chunk = checkpoint.chunked_logprobs
-    head = (a + 8) * min(chunk, tokens) * vocab + 4 * vocab * h if chunk else (a + 8) * tokens * vocab
+    chunk_bytes = 4 + (a if a != 4 else 0)
+    head = chunk_bytes * min(chunk, tokens) * vocab + 4 * vocab * h if chunk else (a + 8) * tokens * vocab
     dense = checkpoint.attn_implementation in ("sdpa", "eager")
     masks = tokens * row_length * (a if eager else 1) if dense else 0
 
@@ -140,6 +142,7 @@ def plan_memory(cfg: DictConfig) -> MemoryPlan:
     options = getattr(optimizer, "keywords", {})
     states = 2 if "adam" in kind else int(float(options.get("momentum", 0.0)) > 0)
     temps = 1 if "adam" in kind else int(float(options.get("weight_decay", 0.0)) > 0)
+    temps = 0 if options.get("fused") else temps
     ddp_buckets = trainable * b if strategy.endswith("DDPStrategy") else 0
     layer_params = (total - root) // max(layers, 1)
     reference = total * b_ref // shard if criterion.needs_reference and not checkpoint.uses_lora else 0

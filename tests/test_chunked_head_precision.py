@@ -72,3 +72,28 @@ def test_bf16_chunked_head_matches_full_logits(tiny_llama, dtype: str, autocast:
     for name, grad in grads.items():
         step = 2**-7 * plain_grads[name].abs().max().item()
         torch.testing.assert_close(grad.float(), plain_grads[name].float(), atol=step, rtol=0, msg=name)
+
+
+def test_each_chunk_holds_one_float32_logits_buffer() -> None:
+    """Forward and backward each add one C x V float32 buffer to the process's peak, not two: the
+    log-sum-exp and the softmax run in place in the logits (`logsumexp` and `softmax` would each
+    allocate a second one, 250 MiB instead of 125 at 256 tokens and a 128k vocabulary). Buffers of
+    64 MiB, far above glibc's largest mmap threshold, so each is mapped and unmapped whole."""
+    from benchmarks.resident_memory import reset_peak, status_bytes
+
+    chunk, vocab = 128, 131_072
+    buffer = 4 * chunk * vocab
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(chunk, 4, generator=generator, requires_grad=True)
+    weight = torch.randn(vocab, 4, generator=generator)  # no gradient: only the chunk buffers count
+    targets = torch.randint(0, vocab, (chunk,), generator=generator)
+    start = reset_peak()
+    logps = ChunkedHeadLogprobs.apply(hidden, weight, targets, chunk)
+    forward_rise = status_bytes("VmHWM") - start
+    start = reset_peak()
+    logps.sum().backward()
+    backward_rise = status_bytes("VmHWM") - start
+    assert 0.9 * buffer < forward_rise < 1.5 * buffer
+    assert 0.9 * buffer < backward_rise < 1.5 * buffer
+    expected = torch.log_softmax(hidden.detach() @ weight.T, dim=1).gather(1, targets[:, None]).squeeze(1)
+    torch.testing.assert_close(logps.detach(), expected)

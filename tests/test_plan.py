@@ -26,7 +26,8 @@ def test_tiny_model_on_one_cpu(compose) -> None:
     assert terms["optimizer"] == 2 * PARAMS * 4  # AdamW's two moments in float32
     assert terms["gathered"] == 0
     assert terms["activations"] == TOKENS * (LAYERS * (11 * H + 4 * INTER) + 3 * H) * 4
-    assert terms["lm_head"] == (4 + 8) * 256 * VOCAB + 4 * VOCAB * H  # chunks of 256 tokens
+    assert terms["lm_head"] == 4 * 256 * VOCAB + 4 * VOCAB * H  # one float32 chunk of 256 tokens, the head's gradient
+    assert plan.step_temporaries == 0  # fused AdamW
     assert terms["attention_masks"] == 8 * 2048**2  # shared prompt: 8 rows of 2 x 1024 tokens, booleans
     assert plan.total == 4 * PARAMS * 4 + terms["activations"] + terms["lm_head"] + terms["attention_masks"]
 
@@ -47,6 +48,8 @@ def test_options_that_change_terms(compose) -> None:
                                "data.share_prompt=false", "model.chunked_logprobs=0", "model.dtype=bfloat16"))
     terms = plan.terms
     assert terms["optimizer"] == 0 and plan.step_temporaries == 0  # SGD without momentum or decay
+    loop = plan_memory(compose("optimizer.fused=false"))
+    assert loop.step_temporaries == PARAMS * 4  # AdamW's per-tensor loop: sqrt of the second moment
     assert terms["reference"] == 0  # SimPO needs no reference
     assert terms["parameters"] == PARAMS * 2
     assert terms["activations"] == plan.activations_with_checkpointing == TOKENS * (

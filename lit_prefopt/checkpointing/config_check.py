@@ -39,7 +39,7 @@ MAY_CHANGE = (
     "data.train_files", "data.val_files", "data.validate", "data.num_workers", "data.max_dropped_fraction",
     f"{DIGESTS_KEY}.val_files",
     "model.compile", "model.gradient_checkpointing", "model.chunked_logprobs", "model.attn_implementation",
-    "model.cache_dir",
+    "model.cache_dir", "optimizer.fused", "optimizer.foreach",
 )
 # Allowed here, but the data stream's saved position is per rank and per worker.
 LAYOUT_KEYS = ("trainer.devices", "trainer.num_nodes", "strategy", "data.num_workers")

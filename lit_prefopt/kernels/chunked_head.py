@@ -5,6 +5,12 @@ keeps them (and their softmax) for backward. Here only the hidden states of scor
 are kept; each chunk's logits are made, reduced to one log-prob per token and dropped, then
 made again in backward. Peak extra memory is one chunk of logits, at the price of a second LM
 head matmul in backward (the same trade as activation checkpointing, for the head alone).
+
+A chunk is C x V float32 logits (125 MiB at 256 tokens and a 128k vocabulary), so each chunk has
+exactly one such buffer: the log-sum-exp and the softmax are computed in it, in place, instead of
+in a second tensor of its size as `logsumexp` and `softmax` would allocate. The forward keeps each
+token's log-sum-exp (4 bytes a token), so the backward's softmax is `exp(logits - lse)` without
+reducing over the vocabulary again.
 """
 
 from __future__ import annotations
@@ -30,14 +36,16 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
     def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, chunk_size: int) -> Tensor:
         dtype = compute_dtype(hidden)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        lse = torch.empty_like(out)
         with torch.autocast(hidden.device.type, enabled=False):
             cast_hidden, cast_weight = hidden.to(dtype), weight.to(dtype)
             for start in range(0, hidden.shape[0], chunk_size):
                 end = start + chunk_size
                 logits = (cast_hidden[start:end] @ cast_weight.T).float()
                 picked = logits.gather(1, targets[start:end, None]).squeeze(1)
-                out[start:end] = picked - logits.logsumexp(dim=1)
-        ctx.save_for_backward(hidden, weight, targets)
+                lse[start:end] = logsumexp_(logits)
+                out[start:end] = picked - lse[start:end]
+        ctx.save_for_backward(hidden, weight, targets, lse)
         ctx.chunk_size = chunk_size
         ctx.dtype = dtype
         return out
@@ -45,7 +53,7 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         """d logp_i / d logits_i = onehot(target_i) - softmax(logits_i), one chunk at a time."""
-        hidden, weight, targets = ctx.saved_tensors
+        hidden, weight, targets, lse = ctx.saved_tensors
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
@@ -53,7 +61,8 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         for start in range(0, hidden.shape[0], ctx.chunk_size):
             end = start + ctx.chunk_size
             chunk = hidden[start:end].to(ctx.dtype)
-            grad_logits = torch.softmax((chunk @ cast_weight.T).float(), dim=1)
+            grad_logits = (chunk @ cast_weight.T).float()
+            grad_logits.sub_(lse[start:end, None]).exp_()  # the softmax, in the logits' buffer
             grad_logits.mul_(-grad_out[start:end, None])
             rows = torch.arange(chunk.shape[0], device=chunk.device)
             grad_logits[rows, targets[start:end]] += grad_out[start:end]
@@ -65,6 +74,15 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_hidden, grad_weight, None, None
+
+
+def logsumexp_(logits: Tensor) -> Tensor:
+    """`logits.logsumexp(dim=1)` by the same steps (row max, exp of the shifted logits, sum, log),
+    computed in `logits`' own storage, which it overwrites: no second chunk-sized tensor."""
+    top = logits.amax(dim=1, keepdim=True)
+    top.masked_fill_(top.abs() == float("inf"), 0.0)  # as logsumexp: rows of -inf stay -inf, not nan
+    sums = logits.sub_(top).exp_().sum(dim=1)
+    return sums.log_().add_(top.squeeze(1))
 
 
 def compute_dtype(hidden: Tensor) -> torch.dtype:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 
 import lit_prefopt.criteria.dpo as dpo_module
 from lit_prefopt.train import train
@@ -95,3 +96,25 @@ def test_reference_from_an_earlier_run_is_the_one_used(compose, tmp_path: Path) 
         rewards[name] = initial["val/rewards/chosen"]
     assert abs(rewards["hf"]) > 1e-3, "the reference differs from the base policy"
     assert rewards["ckpt"] == pytest.approx(rewards["hf"], abs=1e-5), ".ckpt and hf/ of one run are the same reference"
+
+
+class HeldGradients(Callback):
+    """Writes, for each training batch, how many policy parameters hold a gradient as it ends."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+        self.counts: list[int] = []
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        self.counts.append(sum(p.grad is not None for p in pl_module.policy.parameters()))
+        self.path.write_text(json.dumps(self.counts))
+
+
+def test_gradients_are_freed_once_the_step_is_applied(compose, tmp_path: Path) -> None:
+    """Lightning would zero them only after the next forward, holding a policy's worth of memory through
+    it; the module frees them after the step. With 2 micro-batches per step the first one's are kept."""
+    held = tmp_path / "held.json"
+    train(compose(*QUIET, "trainer.max_steps=2", "data.batch_size=4", "trainer.accumulate_grad_batches=2",
+                  "+callbacks.held._target_=tests.e2e.test_step_semantics.HeldGradients", f"+callbacks.held.path={held}"))
+    tensors = 1 + 2 * 9 + 2  # embeddings; per tiny layer q, k, v, o, gate, up, down and 2 norms; final norm, head
+    assert json.loads(held.read_text()) == [tensors, 0, tensors, 0]
