@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from lit_prefopt.criteria.base import PairLogps
 from lit_prefopt.criteria.bco import BCOPair
-from tests.gloo import free_port, gloo_group
+from tests.gloo import gloo_group, rendezvous
 
 FIELDS = ("chosen", "rejected", "chosen_lengths", "rejected_lengths", "ref_chosen", "ref_rejected")
 # Rank 0 gets the first pair of each step, rank 1 the other two: unequal shares, as token-budget
@@ -34,8 +34,8 @@ def shard(logps: PairLogps, rank: int) -> PairLogps:
     return PairLogps(*(getattr(logps, field)[part] for field in FIELDS))
 
 
-def worker(rank: int, port: int, out: str) -> None:
-    with gloo_group(rank, port):
+def worker(rank: int, rendezvous_file: str, out: str) -> None:
+    with gloo_group(rank, rendezvous_file):
         criterion = BCOPair(beta=0.5)
         losses = [criterion(shard(batch, rank)).losses for batch in steps()]
         torch.save({"losses": torch.stack(losses), "delta": criterion.delta}, f"{out}.{rank}")
@@ -44,7 +44,7 @@ def worker(rank: int, port: int, out: str) -> None:
 
 def test_two_processes_match_one(tmp_path: Path) -> None:
     out = str(tmp_path / "bco")
-    mp.start_processes(worker, args=(free_port(), out), nprocs=2, start_method="spawn")
+    mp.start_processes(worker, args=(rendezvous(tmp_path), out), nprocs=2, start_method="spawn")
     ranks = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
 
     single = BCOPair(beta=0.5)

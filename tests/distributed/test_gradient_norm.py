@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.gloo import free_port, gloo_group
+from tests.gloo import gloo_group, rendezvous
 
 FULL = [torch.arange(12.0).reshape(4, 3), torch.tensor([3.0, 0.0, 4.0, 0.0, 0.0]), torch.full((2, 2), 0.5)]
 # sqrt(sum(0..11 squared) + 3^2 + 4^2 + 4 * 0.25) = sqrt(506 + 25 + 1)
@@ -37,8 +37,8 @@ def count_all_reduces(calls: list[str]) -> None:
     dist.all_reduce, funcol.all_reduce = plain_all_reduce, functional_all_reduce
 
 
-def worker(rank: int, port: int, out: str) -> None:
-    with gloo_group(rank, port):
+def worker(rank: int, rendezvous_file: str, out: str) -> None:
+    with gloo_group(rank, rendezvous_file):
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.tensor import Shard, distribute_tensor
 
@@ -57,7 +57,7 @@ def worker(rank: int, port: int, out: str) -> None:
 @pytest.mark.slow
 def test_sharded_norm_and_clipping_cost_one_all_reduce(tmp_path: Path) -> None:
     out = str(tmp_path / "norm")
-    mp.start_processes(worker, args=(free_port(), out), nprocs=2, start_method="spawn")
+    mp.start_processes(worker, args=(rendezvous(tmp_path), out), nprocs=2, start_method="spawn")
     for rank in range(2):
         result = torch.load(f"{out}.{rank}", weights_only=True)
         assert result["calls"] == ["all_reduce"]

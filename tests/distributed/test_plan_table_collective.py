@@ -25,7 +25,7 @@ from lit_prefopt.paths import sample_data_path
 from tests.data.pairs import pair
 from tests.distributed.test_strategies import COMMON
 from tests.entry_process import entry_env
-from tests.gloo import free_port, gloo_group
+from tests.gloo import gloo_group, rendezvous
 
 BAD_LINE = "{not json"
 
@@ -39,9 +39,9 @@ class FailingTokenizer(PairTokenizer):
         return super().__call__(record)
 
 
-def _share(rank: int, port: int, tokenizer, out_dir: str) -> None:
+def _share(rank: int, rendezvous_file: str, tokenizer, out_dir: str) -> None:
     files = [Path(out_dir, "train.jsonl")]
-    with gloo_group(rank, port):
+    with gloo_group(rank, rendezvous_file):
         table = share_plan_table(files, "data.train_files", PairTokenizer(tokenizer), 24, "truncate", torch.device("cpu"))
         outcome = [table.codes.tolist(), str(table.first_bad_record())]
         try:
@@ -58,7 +58,7 @@ def test_ranks_share_one_table_and_stop_alike(tmp_path: Path) -> None:
     lines = [pair(0), pair(1, src="a much longer question " * 20), BAD_LINE, pair(3), pair(4)]
     path = tmp_path / "train.jsonl"
     path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
-    mp.start_processes(_share, args=(free_port(), tokenizer, str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_share, args=(rendezvous(tmp_path), tokenizer, str(tmp_path)), nprocs=2, start_method="spawn")
 
     tok = PairTokenizer(tokenizer)
     expected = merge_shares([build_share([path], tok, 24, "truncate", rank, 2) for rank in range(2)], "data.train_files")

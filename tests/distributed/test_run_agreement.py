@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from lit_prefopt.run_agreement import check_agreement, require_shared_run_dir
 from tests.entry_process import entry_env
-from tests.gloo import free_port, gloo_group
+from tests.gloo import gloo_group, rendezvous
 
 TORCHRUN_RANK = {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
 SRUN_TASK = {"SLURM_NTASKS": "16", "SLURM_PROCID": "3", "SLURM_JOB_NAME": "dpo"}
@@ -37,9 +37,9 @@ def test_a_dated_run_dir_is_fine_when_one_process_decides(env: dict[str, str]) -
 
 
 
-def _compare(rank: int, port: int, out_dir: str) -> None:
+def _compare(rank: int, rendezvous_file: str, out_dir: str) -> None:
     """Rank 1 first sees rank 0's checkpoint, then (as on a node without the shared filesystem) none."""
-    with gloo_group(rank, port):
+    with gloo_group(rank, rendezvous_file):
         outcomes = []
         for ckpt_path in ["a/last.ckpt", "a/last.ckpt" if rank == 0 else None]:
             try:
@@ -52,7 +52,7 @@ def _compare(rank: int, port: int, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_ranks_that_see_different_checkpoints_all_stop(tmp_path: Path) -> None:
-    mp.start_processes(_compare, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_compare, args=(rendezvous(tmp_path), str(tmp_path)), nprocs=2, start_method="spawn")
     for rank in range(2):
         agreed, disagreed = (tmp_path / f"rank{rank}.txt").read_text().split("\n")
         assert agreed == "agreed"

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from benchmarks.resident_memory import reset_peak, status_bytes
-from tests.gloo import free_port, gloo_group
+from tests.gloo import gloo_group, rendezvous
 
 IDS = torch.tensor([[0, 5, 9, 33, 2, 7]])
 # About 470M float32 parameters: a 1.9 GB checkpoint.
@@ -27,8 +27,8 @@ def _no_second_read(*args, **kwargs) -> None:
     raise AssertionError("the reference read the files again instead of reusing the policy's read")
 
 
-def _worker(rank: int, port: int, root: str) -> None:
-    with gloo_group(rank, port):
+def _worker(rank: int, rendezvous_file: str, root: str) -> None:
+    with gloo_group(rank, rendezvous_file):
         results: dict = {}
         from torch.distributed.device_mesh import init_device_mesh
 
@@ -97,7 +97,7 @@ def test_ranks_read_their_slices(tmp_path: Path) -> None:
     checkpoint_bytes = _large_checkpoint(tmp_path / "large")
     assert checkpoint_bytes > 1.5e9
 
-    mp.start_processes(_worker, args=(free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
+    mp.start_processes(_worker, args=(rendezvous(tmp_path), str(tmp_path)), nprocs=2, start_method="spawn")
     results = torch.load(tmp_path / "results.pt", weights_only=True)
     with torch.no_grad():
         torch.testing.assert_close(results["tied_logits"], tied.eval()(input_ids=IDS).logits, atol=1e-5, rtol=1e-5)
