@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 
 from lit_prefopt.criteria.base import PairLogps
 from lit_prefopt.criteria.bco import BCOPair
-from tests.gloo import gloo_group, rendezvous
+from tests.gloo import gloo_group, rendezvous, spawn_ranks
 
 FIELDS = ("chosen", "rejected", "chosen_lengths", "rejected_lengths", "ref_chosen", "ref_rejected")
 # Rank 0 gets the first pair of each step, rank 1 the other two: unequal shares, as token-budget
@@ -44,7 +43,7 @@ def worker(rank: int, rendezvous_file: str, out: str) -> None:
 
 def test_two_processes_match_one(tmp_path: Path) -> None:
     out = str(tmp_path / "bco")
-    mp.start_processes(worker, args=(rendezvous(tmp_path), out), nprocs=2, start_method="spawn")
+    spawn_ranks(worker, (rendezvous(tmp_path), out))
     ranks = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
 
     single = BCOPair(beta=0.5)

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from benchmarks.resident_memory import reset_peak, status_bytes
-from tests.gloo import gloo_group, rendezvous
+from tests.gloo import gloo_group, rendezvous, spawn_ranks
 
 # A Llama shape of 374M parameters: 24 layers of width 1024, a 32k vocabulary, untied head.
 SHAPE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, num_key_value_heads=16,
@@ -53,7 +52,7 @@ def worker(rank: int, rendezvous_file: str, target: str, out: str) -> None:
 @pytest.mark.slow
 def test_export_peak_memory_rise_stays_near_the_model_size(tmp_path: Path) -> None:
     target, out = tmp_path / "hf", tmp_path / "memory.pt"
-    mp.start_processes(worker, args=(rendezvous(tmp_path), str(target), str(out)), nprocs=2, start_method="spawn")
+    spawn_ranks(worker, (rendezvous(tmp_path), str(target), str(out)))
     result = torch.load(out, weights_only=True)
     model_bytes = 2 * result["parameters"]  # bfloat16
     assert result["parameters"] >= 300e6

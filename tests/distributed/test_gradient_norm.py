@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
-from tests.gloo import gloo_group, rendezvous
+from tests.gloo import gloo_group, rendezvous, spawn_ranks
 
 FULL = [torch.arange(12.0).reshape(4, 3), torch.tensor([3.0, 0.0, 4.0, 0.0, 0.0]), torch.full((2, 2), 0.5)]
 # sqrt(sum(0..11 squared) + 3^2 + 4^2 + 4 * 0.25) = sqrt(506 + 25 + 1)
@@ -57,7 +56,7 @@ def worker(rank: int, rendezvous_file: str, out: str) -> None:
 @pytest.mark.slow
 def test_sharded_norm_and_clipping_cost_one_all_reduce(tmp_path: Path) -> None:
     out = str(tmp_path / "norm")
-    mp.start_processes(worker, args=(rendezvous(tmp_path), out), nprocs=2, start_method="spawn")
+    spawn_ranks(worker, (rendezvous(tmp_path), out))
     for rank in range(2):
         result = torch.load(f"{out}.{rank}", weights_only=True)
         assert result["calls"] == ["all_reduce"]

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from lit_prefopt.data.plan_table import build_share, merge_shares, share_plan_table
 from lit_prefopt.data.tokenize import PairTokenizer
@@ -25,7 +24,7 @@ from lit_prefopt.paths import sample_data_path
 from tests.data.pairs import pair
 from tests.distributed.test_strategies import COMMON
 from tests.entry_process import entry_env
-from tests.gloo import gloo_group, rendezvous
+from tests.gloo import gloo_group, rendezvous, spawn_ranks
 
 BAD_LINE = "{not json"
 
@@ -58,7 +57,7 @@ def test_ranks_share_one_table_and_stop_alike(tmp_path: Path) -> None:
     lines = [pair(0), pair(1, src="a much longer question " * 20), BAD_LINE, pair(3), pair(4)]
     path = tmp_path / "train.jsonl"
     path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines) + "\n")
-    mp.start_processes(_share, args=(rendezvous(tmp_path), tokenizer, str(tmp_path)), nprocs=2, start_method="spawn")
+    spawn_ranks(_share, (rendezvous(tmp_path), tokenizer, str(tmp_path)))
 
     tok = PairTokenizer(tokenizer)
     expected = merge_shares([build_share([path], tok, 24, "truncate", rank, 2) for rank in range(2)], "data.train_files")

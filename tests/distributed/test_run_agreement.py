@@ -8,11 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch.multiprocessing as mp
 
 from lit_prefopt.run_agreement import check_agreement, require_shared_run_dir
 from tests.entry_process import entry_env
-from tests.gloo import gloo_group, rendezvous
+from tests.gloo import gloo_group, rendezvous, spawn_ranks
 
 TORCHRUN_RANK = {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}
 SRUN_TASK = {"SLURM_NTASKS": "16", "SLURM_PROCID": "3", "SLURM_JOB_NAME": "dpo"}
@@ -52,7 +51,7 @@ def _compare(rank: int, rendezvous_file: str, out_dir: str) -> None:
 
 @pytest.mark.slow
 def test_ranks_that_see_different_checkpoints_all_stop(tmp_path: Path) -> None:
-    mp.start_processes(_compare, args=(rendezvous(tmp_path), str(tmp_path)), nprocs=2, start_method="spawn")
+    spawn_ranks(_compare, (rendezvous(tmp_path), str(tmp_path)))
     for rank in range(2):
         agreed, disagreed = (tmp_path / f"rank{rank}.txt").read_text().split("\n")
         assert agreed == "agreed"

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from benchmarks.resident_memory import reset_peak, status_bytes
-from tests.gloo import gloo_group, rendezvous
+from tests.gloo import gloo_group, rendezvous, spawn_ranks
 
 IDS = torch.tensor([[0, 5, 9, 33, 2, 7]])
 # About 470M float32 parameters: a 1.9 GB checkpoint.
@@ -97,7 +96,7 @@ def test_ranks_read_their_slices(tmp_path: Path) -> None:
     checkpoint_bytes = _large_checkpoint(tmp_path / "large")
     assert checkpoint_bytes > 1.5e9
 
-    mp.start_processes(_worker, args=(rendezvous(tmp_path), str(tmp_path)), nprocs=2, start_method="spawn")
+    spawn_ranks(_worker, (rendezvous(tmp_path), str(tmp_path)))
     results = torch.load(tmp_path / "results.pt", weights_only=True)
     with torch.no_grad():
         torch.testing.assert_close(results["tied_logits"], tied.eval()(input_ids=IDS).logits, atol=1e-5, rtol=1e-5)
