@@ -53,13 +53,13 @@ import random
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from torch.utils.data import IterableDataset, get_worker_info
 
 from lit_prefopt.data.admission import admit
 from lit_prefopt.data.batch import PreferenceBatch
-from lit_prefopt.data.batching import budget_batches, fixed_batches, grouped_batches
+from lit_prefopt.data.batching import Item, budget_batches, fixed_batches, grouped_batches
 from lit_prefopt.data.collate import collate_pairs
 from lit_prefopt.data.plan_table import BAD, DROPPED, LENGTH_BASE, PlanTable
 from lit_prefopt.data.reader import RawLine, iter_lines
@@ -68,7 +68,6 @@ from lit_prefopt.data.sources import DataSources
 from lit_prefopt.data.tokenize import PairTokenizer, TokenizedPair
 
 log = logging.getLogger(__name__)
-Item = TypeVar("Item")
 
 # Records between checks of data.max_dropped_fraction within an epoch: enough for a fair estimate,
 # soon enough that a run whose max_steps ends before its first epoch still stops.
