@@ -29,13 +29,16 @@ Terms (bytes per device):
   heads x row length a per token per layer. Outside the layers: the final norm and the LM head's
   input, 3h a per token. With `model.gradient_checkpointing` a layer keeps only its input and the
   rotary tables it is called with (1.5h a per token, measured), and backward recomputes one layer
-  at a time: (1.5h L + 11h + 4i + 3h) a N.
+  at a time; the last layer is not checkpointed (its activations are the backward's first need):
+  (1.5h (L - 1) + 11h + 4i + 3h) a N.
 - lm_head: `model.chunked_logprobs=C` makes C x V logits at a time, float32, with the log-sum-exp and
   the softmax computed in place: 4 C V, plus the matmul's result in the activation dtype when that is
-  not float32, (a + 4) C V, and in backward the float32 gradient of the head's weight, 4 V h. Without
+  not float32, (a + 4) C V, and in backward the float32 gradient of the head's weight, 4 V h; plus
+  the softmax a small head keeps for backward (4 N V, counted up to its 64 MiB cap). Without
   chunking the N x V logits exist whole, with a float32 copy and exp: (a + 8) N V.
-- attention_masks: a 4D mask per micro-batch, rows x (row length)^2: booleans (1 byte) for SDPA,
-  the activation dtype for eager attention. Shared-prompt rows are twice as long, so half as many
+- attention_masks: a 4D mask per micro-batch, rows x (row length)^2: booleans (1 byte) for SDPA
+  (float32, 4 bytes, for shared-prompt or packed rows on CPU: an additive mask), the activation
+  dtype for eager attention. Shared-prompt rows are twice as long, so half as many
   rows hold four times the elements; packed rows are `data.pack_length` long. `flex_attention`
   (a block mask) and `varlen` (no mask) hold none worth counting.
 
@@ -57,6 +60,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 
+from lit_prefopt.kernels.chunked_head import KEEP_SOFTMAX_BYTES
 from lit_prefopt.models.checkpoint import DTYPES, HFCheckpoint
 from lit_prefopt.models.lora import with_lora_adapters
 from lit_prefopt.models.tiny import TinyLlama
@@ -130,12 +134,14 @@ def plan_memory(cfg: DictConfig) -> MemoryPlan:
     per_layer = (11 * h + 4 * i + (heads * row_length if eager else 0)) * a
     outside = 3 * h * a
     without = tokens * (layers * per_layer + outside)
-    with_ckpt = tokens * (layers * 3 * h * a // 2 + per_layer + outside)
+    with_ckpt = tokens * ((layers - 1) * 3 * h * a // 2 + per_layer + outside)
     chunk = checkpoint.chunked_logprobs
     chunk_bytes = 4 + (a if a != 4 else 0)
-    head = chunk_bytes * min(chunk, tokens) * vocab + 4 * vocab * h if chunk else (a + 8) * tokens * vocab
+    kept_softmax = min(4 * tokens * vocab, KEEP_SOFTMAX_BYTES)  # at most; scored tokens are fewer than tokens
+    head = chunk_bytes * min(chunk, tokens) * vocab + 4 * vocab * h + kept_softmax if chunk else (a + 8) * tokens * vocab
     dense = checkpoint.attn_implementation in ("sdpa", "eager")
-    masks = tokens * row_length * (a if eager else 1) if dense else 0
+    segment_rule = shared or bool(data.get("pack", False))  # our mask, not transformers' own
+    masks = tokens * row_length * (a if eager else 4 if segment_rule and _runs_on_cpu(cfg) else 1) if dense else 0
 
     optimizer = instantiate(cfg.optimizer)
     kind = getattr(optimizer, "func", optimizer).__name__.lower()
@@ -207,3 +213,9 @@ def world_and_shard(cfg: DictConfig) -> tuple[int, int]:
             raise ValueError(f"strategy.shard_size={shard} must divide the number of processes, {world}")
         return world, shard
     return world, world if target.endswith("FullyShardedStrategy") else 1
+
+
+def _runs_on_cpu(cfg: DictConfig) -> bool:
+    """Whether `trainer.accelerator` puts this config on CPU (`auto`: no CUDA on this machine)."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())

@@ -173,3 +173,23 @@ def test_varlen_kernel_logprobs_equal_sdpa_on_cuda(tiny_llama, tmp_path, layout:
     batch.shared_prefix = None
     plain, _ = sequence_logprobs(varlen, batch)
     torch.testing.assert_close(plain.detach(), expected.detach(), atol=5e-2, rtol=2e-2)
+
+
+def test_sdpa_gets_an_additive_float_mask_on_cpu_equal_to_the_rule() -> None:
+    """torch's CPU SDPA would convert a bool mask on every call; the mask is handed over converted,
+    and attention through it is bitwise what the bool mask gives."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lit_prefopt.kernels.attention.backends import attention_inputs
+
+    segments = _shared_rows([3, 5], [2, 4], [4, 1])
+    model = LlamaForCausalLM(LlamaConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=2, intermediate_size=32, vocab_size=50,
+                                         attn_implementation="sdpa"))
+    mask = attention_inputs(model, segments)["attention_mask"]
+    rule = segments.dense()
+    assert mask.dtype == torch.float32 and mask.shape == rule.shape
+    assert torch.equal(mask == 0, rule) and torch.equal(mask == float("-inf"), ~rule)
+    q, k, v = torch.randn(3, rule.shape[0], 2, rule.shape[-1], 8).unbind(0)
+    assert torch.equal(scaled_dot_product_attention(q, k, v, attn_mask=mask),
+                       scaled_dot_product_attention(q, k, v, attn_mask=rule))

@@ -163,8 +163,13 @@ def test_chunked_head_refuses_models_that_transform_logits(tiny_llama) -> None:
         sequence_logprobs(policy, batch, chunk_size=4)
 
 
-def test_chunked_head_gradients_match_autograd() -> None:
-    """The hand-written backward equals autograd through full logits, chunk boundaries included."""
+@pytest.mark.parametrize("keep_softmax", [True, False], ids=["softmax-kept", "logits-recomputed"])
+def test_chunked_head_gradients_match_autograd(keep_softmax: bool, monkeypatch) -> None:
+    """The hand-written backward equals autograd through full logits, chunk boundaries included,
+    whether the forward kept the softmax (small heads) or the backward recomputes the logits."""
+    from lit_prefopt.kernels import chunked_head
+
+    monkeypatch.setattr(chunked_head, "KEEP_SOFTMAX_BYTES", chunked_head.KEEP_SOFTMAX_BYTES if keep_softmax else 0)
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(11, 8, generator=generator, requires_grad=True)
     weight = torch.randn(30, 8, generator=generator, requires_grad=True)

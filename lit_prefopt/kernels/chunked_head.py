@@ -11,6 +11,11 @@ exactly one such buffer: the log-sum-exp and the softmax are computed in it, in 
 in a second tensor of its size as `logsumexp` and `softmax` would allocate. The forward keeps each
 token's log-sum-exp (4 bytes a token), so the backward's softmax is `exp(logits - lse)` without
 reducing over the vocabulary again.
+
+When the softmax of every scored token is small (at most `KEEP_SOFTMAX_BYTES`, e.g. up to 2,048
+tokens of an 8k vocabulary), the forward keeps it instead and the backward skips the second head
+matmul: a quarter of the head's matmuls, for memory no larger than that budget. Big vocabularies
+and long batches (128k entries, thousands of tokens) always recompute.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+KEEP_SOFTMAX_BYTES = 64 * 2**20
+"""The most float32 softmax (scored tokens x vocabulary x 4 bytes) kept from forward to backward."""
 
 
 class ChunkedHeadLogprobs(torch.autograd.Function):
@@ -37,15 +45,19 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         dtype = compute_dtype(hidden)
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(out)
+        keep = any(ctx.needs_input_grad[:2]) and 4 * hidden.shape[0] * weight.shape[0] <= KEEP_SOFTMAX_BYTES
+        kept: list[Tensor] = []
         with torch.autocast(hidden.device.type, enabled=False):
             cast_hidden, cast_weight = hidden.to(dtype), weight.to(dtype)
             for start in range(0, hidden.shape[0], chunk_size):
                 end = start + chunk_size
                 logits = (cast_hidden[start:end] @ cast_weight.T).float()
                 picked = logits.gather(1, targets[start:end, None]).squeeze(1)
-                lse[start:end] = logsumexp_(logits)
+                lse[start:end] = logsumexp_(logits, leave_softmax=keep)
                 out[start:end] = picked - lse[start:end]
-        ctx.save_for_backward(hidden, weight, targets, lse)
+                if keep:
+                    kept.append(logits)
+        ctx.save_for_backward(hidden, weight, targets, lse, *kept)
         ctx.chunk_size = chunk_size
         ctx.dtype = dtype
         return out
@@ -53,17 +65,20 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None, None]:
         """d logp_i / d logits_i = onehot(target_i) - softmax(logits_i), one chunk at a time."""
-        hidden, weight, targets, lse = ctx.saved_tensors
+        hidden, weight, targets, lse, *kept = ctx.saved_tensors
         want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
         cast_weight = weight.to(ctx.dtype)
-        for start in range(0, hidden.shape[0], ctx.chunk_size):
+        for index, start in enumerate(range(0, hidden.shape[0], ctx.chunk_size)):
             end = start + ctx.chunk_size
             chunk = hidden[start:end].to(ctx.dtype)
-            grad_logits = (chunk @ cast_weight.T).float()
-            grad_logits.sub_(lse[start:end, None]).exp_()  # the softmax, in the logits' buffer
-            grad_logits.mul_(-grad_out[start:end, None])
+            if kept:
+                grad_logits = kept[index].mul(-grad_out[start:end, None])
+            else:
+                grad_logits = (chunk @ cast_weight.T).float()
+                grad_logits.sub_(lse[start:end, None]).exp_()  # the softmax, in the logits' buffer
+                grad_logits.mul_(-grad_out[start:end, None])
             rows = torch.arange(chunk.shape[0], device=chunk.device)
             grad_logits[rows, targets[start:end]] += grad_out[start:end]
             grad_logits = grad_logits.to(ctx.dtype)
@@ -76,12 +91,15 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None
 
 
-def logsumexp_(logits: Tensor) -> Tensor:
+def logsumexp_(logits: Tensor, leave_softmax: bool = False) -> Tensor:
     """`logits.logsumexp(dim=1)` by the same steps (row max, exp of the shifted logits, sum, log),
-    computed in `logits`' own storage, which it overwrites: no second chunk-sized tensor."""
+    computed in `logits`' own storage, which it overwrites (with the softmax if `leave_softmax`):
+    no second chunk-sized tensor."""
     top = logits.amax(dim=1, keepdim=True)
     top.masked_fill_(top.abs() == float("inf"), 0.0)  # as logsumexp: rows of -inf stay -inf, not nan
     sums = logits.sub_(top).exp_().sum(dim=1)
+    if leave_softmax:
+        logits.div_(sums[:, None])
     return sums.log_().add_(top.squeeze(1))
 
 

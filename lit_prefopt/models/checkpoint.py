@@ -15,6 +15,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lit_prefopt.kernels.attention.backends import check_implementation
+from lit_prefopt.models.activation_checkpointing import enable_activation_checkpointing
 from lit_prefopt.models.lora import merge_adapters, with_lora_adapters
 from lit_prefopt.models.run_checkpoint import is_run_checkpoint, read_run_checkpoint
 from lit_prefopt.models.sharding import load_sharded
@@ -114,7 +115,7 @@ class HFCheckpoint:
         """The trainable policy; sharded over `mesh` (FSDP2, computing as `mp_policy` says) when one is given."""
         model = self._load(self.path, mesh, device, self.dtype, mp_policy)
         if self.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
         if self.compile:
             # Per decoder layer, in place: parameter names, checkpoints and FSDP's per-layer
             # sharding are untouched, and every layer shares one compiled graph.

@@ -5,7 +5,7 @@ already chose it; `HFCheckpoint` loads the model with it):
 
 | `model.attn_implementation` | shared-prompt rows get                                      | where             |
 |-----------------------------|-------------------------------------------------------------|-------------------|
-| `sdpa` (default), `eager`   | a dense [B, 1, L, L] mask (bool for SDPA, additive for eager) | CPU and CUDA      |
+| `sdpa` (default), `eager`   | a dense [B, 1, L, L] mask (additive: float32 for SDPA on CPU, bool for SDPA on CUDA; the model's dtype for eager) | CPU and CUDA |
 | `flex_attention`            | a FlexAttention `BlockMask` from the rule's mask function      | CUDA; CPU no_grad |
 | `varlen`                    | a varlen plan (no mask, no padding)                            | CUDA              |
 
@@ -69,7 +69,7 @@ def attention_inputs(model: nn.Module, segments: SegmentIds) -> dict[str, Any]:
 
         return dict(attention_mask=_per_layer_type(model, lambda window: block_mask(segments, window)), position_ids=segments.positions)
     dtype = model.dtype
-    build = (lambda window: segments.dense(window)) if implementation == "sdpa" else (lambda window: _additive(segments.dense(window), dtype))
+    build = (lambda window: _sdpa_mask(segments.dense(window))) if implementation == "sdpa" else (lambda window: _additive(segments.dense(window), dtype))
     return dict(attention_mask=_per_layer_type(model, build), position_ids=segments.positions)
 
 
@@ -101,6 +101,17 @@ def _per_layer_type(model: nn.Module, build: Callable[[int | None], Any]) -> Any
     if layer_types == {"sliding_attention"}:
         return build(window)
     return {"full_attention": build(None), "sliding_attention": build(window)}
+
+
+def _sdpa_mask(mask: Tensor) -> Tensor:
+    """The mask SDPA is given: on CPU already in the additive form (0 / -inf, float32) that torch's
+    SDPA would otherwise make from a bool mask on every call, i.e. in every layer, and again in
+    each checkpointed layer's recomputation (two mask-sized temporaries and a `where` each time).
+    The attention is bitwise the same, and every row keeps an allowed key (padding sees earlier
+    padding), so no row is all -inf. CUDA's kernels take the bool mask as it is."""
+    if mask.device.type != "cpu":
+        return mask
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
