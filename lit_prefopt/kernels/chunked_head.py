@@ -14,7 +14,8 @@ reducing over the vocabulary again.
 
 When the softmax of every scored token is small (at most `KEEP_SOFTMAX_BYTES`, e.g. up to 2,048
 tokens of an 8k vocabulary), the forward keeps it instead and the backward skips the second head
-matmul: a quarter of the head's matmuls, for memory no larger than that budget. Big vocabularies
+matmul: a quarter of the head's matmuls, for memory no larger than that budget. It is then made in
+one chunk, since all of it is kept anyway and larger matmuls run faster. Big vocabularies
 and long batches (128k entries, thousands of tokens) always recompute.
 """
 
@@ -46,6 +47,8 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(out)
         keep = any(ctx.needs_input_grad[:2]) and 4 * hidden.shape[0] * weight.shape[0] <= KEEP_SOFTMAX_BYTES
+        if keep:  # all of it is kept anyway: one chunk, the larger matmuls run faster
+            chunk_size = max(1, hidden.shape[0])
         kept: list[Tensor] = []
         with torch.autocast(hidden.device.type, enabled=False):
             cast_hidden, cast_weight = hidden.to(dtype), weight.to(dtype)
