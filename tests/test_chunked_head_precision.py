@@ -74,12 +74,17 @@ def test_bf16_chunked_head_matches_full_logits(tiny_llama, dtype: str, autocast:
         torch.testing.assert_close(grad.float(), plain_grads[name].float(), atol=step, rtol=0, msg=name)
 
 
-def test_each_chunk_holds_one_float32_logits_buffer() -> None:
+@pytest.mark.parametrize("keep_softmax", [False, True], ids=["logits-recomputed", "softmax-kept"])
+def test_each_chunk_holds_one_float32_logits_buffer(keep_softmax: bool, monkeypatch) -> None:
     """Forward and backward each add one C x V float32 buffer to the process's peak, not two: the
     log-sum-exp and the softmax run in place in the logits (`logsumexp` and `softmax` would each
     allocate a second one, 250 MiB instead of 125 at 256 tokens and a 128k vocabulary). Buffers of
-    64 MiB, far above glibc's largest mmap threshold, so each is mapped and unmapped whole."""
+    64 MiB, far above glibc's largest mmap threshold, so each is mapped and unmapped whole. A kept
+    softmax is the forward's buffer, and the backward makes the gradient in it: no second one."""
     from benchmarks.resident_memory import reset_peak, status_bytes
+    from lit_prefopt.kernels import chunked_head
+
+    monkeypatch.setattr(chunked_head, "KEEP_SOFTMAX_BYTES", 64 * 2**20 if keep_softmax else 0)
 
     chunk, vocab = 128, 131_072
     buffer = 4 * chunk * vocab
@@ -94,6 +99,9 @@ def test_each_chunk_holds_one_float32_logits_buffer() -> None:
     logps.sum().backward()
     backward_rise = status_bytes("VmHWM") - start
     assert 0.9 * buffer < forward_rise < 1.5 * buffer
-    assert 0.9 * buffer < backward_rise < 1.5 * buffer
+    if keep_softmax:
+        assert backward_rise < 0.1 * buffer
+    else:
+        assert 0.9 * buffer < backward_rise < 1.5 * buffer
     expected = torch.log_softmax(hidden.detach() @ weight.T, dim=1).gather(1, targets[:, None]).squeeze(1)
     torch.testing.assert_close(logps.detach(), expected)

@@ -202,3 +202,15 @@ def test_share_prompt_collation_gives_the_padded_logprobs(tiny_llama, policy) ->
         expected = sequence_logprobs(policy, padded)
         torch.testing.assert_close(sequence_logprobs(policy, shared), expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(sequence_logprobs(policy, packed), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_head_refuses_a_second_backward_through_a_kept_softmax() -> None:
+    """The kept softmax becomes the logits' gradient in place, so a second backward through the same
+    forward (retain_graph) must fail loudly rather than use the overwritten buffer."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(5, 8, generator=generator, requires_grad=True)
+    weight = torch.randn(30, 8, generator=generator, requires_grad=True)
+    logps = ChunkedHeadLogprobs.apply(hidden, weight, torch.randint(0, 30, (5,), generator=generator), 4)
+    logps.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        logps.sum().backward()

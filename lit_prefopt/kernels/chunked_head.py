@@ -49,17 +49,18 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         keep = any(ctx.needs_input_grad[:2]) and 4 * hidden.shape[0] * weight.shape[0] <= KEEP_SOFTMAX_BYTES
         if keep:  # all of it is kept anyway: one chunk, the larger matmuls run faster
             chunk_size = max(1, hidden.shape[0])
-        kept: list[Tensor] = []
+        kept: list[Tensor] = []  # exp(logits - row max) and its row sums: the softmax, undivided
         with torch.autocast(hidden.device.type, enabled=False):
             cast_hidden, cast_weight = hidden.to(dtype), weight.to(dtype)
             for start in range(0, hidden.shape[0], chunk_size):
                 end = start + chunk_size
                 logits = (cast_hidden[start:end] @ cast_weight.T).float()
                 picked = logits.gather(1, targets[start:end, None]).squeeze(1)
-                lse[start:end] = logsumexp_(logits, leave_softmax=keep)
+                sums = torch.empty_like(out) if keep else None
+                lse[start:end] = logsumexp_(logits, exp_sums=sums)
                 out[start:end] = picked - lse[start:end]
                 if keep:
-                    kept.append(logits)
+                    kept += [logits, sums]
         ctx.save_for_backward(hidden, weight, targets, lse, *kept)
         ctx.chunk_size = chunk_size
         ctx.dtype = dtype
@@ -73,11 +74,12 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if want_hidden else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_weight else None
         cast_weight = weight.to(ctx.dtype)
-        for index, start in enumerate(range(0, hidden.shape[0], ctx.chunk_size)):
+        for start in range(0, hidden.shape[0], ctx.chunk_size):
             end = start + ctx.chunk_size
             chunk = hidden[start:end].to(ctx.dtype)
-            if kept:
-                grad_logits = kept[index].mul(-grad_out[start:end, None])
+            if kept:  # -g * softmax, made in the kept buffer (a second backward is refused by autograd's version check)
+                exps, sums = kept
+                grad_logits = exps.mul_((-grad_out / sums)[:, None])
             else:
                 grad_logits = (chunk @ cast_weight.T).float()
                 grad_logits.sub_(lse[start:end, None]).exp_()  # the softmax, in the logits' buffer
@@ -94,15 +96,15 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
         return grad_hidden, grad_weight, None, None
 
 
-def logsumexp_(logits: Tensor, leave_softmax: bool = False) -> Tensor:
+def logsumexp_(logits: Tensor, exp_sums: Tensor | None = None) -> Tensor:
     """`logits.logsumexp(dim=1)` by the same steps (row max, exp of the shifted logits, sum, log),
-    computed in `logits`' own storage, which it overwrites (with the softmax if `leave_softmax`):
-    no second chunk-sized tensor."""
+    computed in `logits`' own storage, which it overwrites with exp(logits - row max): no second
+    chunk-sized tensor. `exp_sums`, if given, receives the row sums (softmax = logits / sums)."""
     top = logits.amax(dim=1, keepdim=True)
     top.masked_fill_(top.abs() == float("inf"), 0.0)  # as logsumexp: rows of -inf stay -inf, not nan
     sums = logits.sub_(top).exp_().sum(dim=1)
-    if leave_softmax:
-        logits.div_(sums[:, None])
+    if exp_sums is not None:
+        exp_sums.copy_(sums)
     return sums.log_().add_(top.squeeze(1))
 
 
