@@ -30,7 +30,9 @@ def run_child(args: list[str], log_path: Path, env: dict[str, str], timeout_s: f
     Peak RSS is the kernel's high-water mark of the child's resident set (`ru_maxrss`, read
     by the child as it exits), the same measure for both systems whatever they do inside.
     Both run with their data loading in the main process, so no worker's memory is missed.
+    A child that exits with an error has no log, even if one was written before it failed.
     """
+    log_path.unlink(missing_ok=True)
     stderr_path = log_path.with_suffix(".stderr")
     started = time.perf_counter()
     with open(stderr_path, "w") as stderr:
@@ -41,7 +43,7 @@ def run_child(args: list[str], log_path: Path, env: dict[str, str], timeout_s: f
             process.kill()
             process.wait()
     wall = time.perf_counter() - started
-    log = json.loads(log_path.read_text()) if log_path.exists() else None
+    log = json.loads(log_path.read_text()) if process.returncode == 0 and log_path.exists() else None
     peak = log.get("max_rss_kib", float("nan")) / 1024 if log else float("nan")
     tail = stderr_path.read_text()[-3000:]
     return ChildResult(process.returncode, wall, peak, log, tail)

@@ -56,9 +56,10 @@ def throughput_runs(criterion: str, budget: int) -> list[RunSpec]:
     ]
 
 
-def execute(run: RunSpec, work: Workload, root: Path, env: dict, timeout_s: float) -> dict:
-    """Run one spec in its own process and summarize it (or record why it failed)."""
-    run_dir = root / f"{run.criterion}_{run.name}"
+def execute(run: RunSpec, work: Workload, root: Path, env: dict, timeout_s: float, attempt: int = 0) -> dict:
+    """Run one spec in its own process and summarize it (or record why it failed); each attempt
+    (`--repeats`) gets its own run directory, as a new run of either system needs."""
+    run_dir = root / f"{run.criterion}_{run.name}" if attempt == 0 else root / f"{run.criterion}_{run.name}_{attempt}"
     log_path = run_dir.with_suffix(".steps.json")
     if run.system == "trl":
         args = trl_args(run, work, run_dir, log_path)
@@ -172,7 +173,7 @@ def main() -> None:
             for criterion in args.criteria:
                 runs = throughput_runs(criterion, 4 * max_len if smoke else args.budget)
                 # Repeats interleave the systems, so a noisy spell hits both; each keeps its fastest.
-                attempts = [[execute(run, work, root, env, args.timeout) for run in runs] for _ in range(args.repeats)]
+                attempts = [[execute(run, work, root, env, args.timeout, attempt) for run in runs] for attempt in range(args.repeats)]
                 for index, run in enumerate(runs):
                     result = fastest([repeat[index] for repeat in attempts])
                     result["live_reference"] = run.live_reference
