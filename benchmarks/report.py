@@ -59,6 +59,7 @@ def write_markdown(report: dict, target: Path) -> None:
     if "memory" in report:
         mem = report["memory"]
         lines += ["", f"## Memory: vocabulary {mem['vocab_size']:,}, {mem['pairs']['tokens_per_pair'] / 2:.0f}-token rows, 2 pairs/step", "",
+                  *([mem["source"], ""] if "source" in mem else []),
                   "| run | peak RSS MiB | ratio vs lowest TRL | s/step |", "|---|---|---|---|",
                   *(f"| {r['name']} | {_fmt(r['peak_rss_mib'], 0)} | {_fmt(r.get('peak_rss_ratio'))} | {_fmt(r.get('s_per_step'))} |" for r in mem["runs"])]
     if "parity" in report and "criteria" in report["parity"]:
