@@ -56,7 +56,7 @@ class ChunkedHeadLogprobs(torch.autograd.Function):
                 end = start + chunk_size
                 logits = (cast_hidden[start:end] @ cast_weight.T).float()
                 picked = logits.gather(1, targets[start:end, None]).squeeze(1)
-                sums = torch.empty_like(out) if keep else None
+                sums = torch.empty_like(lse[start:end]) if keep else None
                 lse[start:end] = logsumexp_(logits, exp_sums=sums)
                 out[start:end] = picked - lse[start:end]
                 if keep:

@@ -111,10 +111,11 @@ def _sdpa_mask(mask: Tensor) -> Tensor:
     padding), so no row is all -inf. CUDA's kernels take the bool mask as it is."""
     if mask.device.type != "cpu":
         return mask
-    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill_(~mask, float("-inf"))
+    return _additive(mask, torch.float32, blocked=float("-inf"))
 
 
-def _additive(mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """Eager attention adds its mask to the scores: 0 where allowed, the dtype's minimum elsewhere
-    (booleans there would silently give wrong log-probs)."""
-    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+def _additive(mask: Tensor, dtype: torch.dtype, blocked: float | None = None) -> Tensor:
+    """The mask as scores to add: 0 where allowed, `blocked` elsewhere (by default the dtype's
+    minimum, which eager attention needs: booleans there would silently give wrong log-probs)."""
+    fill = torch.finfo(dtype).min if blocked is None else blocked
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, fill)
