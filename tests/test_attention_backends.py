@@ -100,6 +100,26 @@ def test_varlen_plan_equals_the_dense_mask(segments: SegmentIds, window: int | N
     assert not varlen[~real].any()
 
 
+def per_segment_sdpa_without_gqa_argument(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale, window_size):
+    """torch 2.10-2.12's varlen_attn signature: no `enable_gqa`; fewer K/V heads are taken as they are."""
+    return per_segment_sdpa(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, scale=scale, window_size=window_size,
+                            enable_gqa=q.shape[1] != k.shape[1])
+
+
+def test_varlen_kernels_without_an_enable_gqa_argument_get_none() -> None:
+    """The GPU machine's torch (2.11) has a varlen_attn without `enable_gqa`: passing it would be a
+    TypeError there, so only kernels that ask for it get it, and grouped heads still attend right."""
+    segments = _shared_rows([6, 9], [4, 1], [2, 6])
+    rows, length = segments.shape
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(rows, 4, length, 8, generator=generator)
+    key, value = torch.randn(2, rows, 2, length, 8, generator=generator)
+    dense = scaled_dot_product_attention(query, key, value, attn_mask=segments.dense(None), enable_gqa=True)
+    varlen = attend_in_segments(query, key, value, varlen_plan(segments), None, None, per_segment_sdpa_without_gqa_argument)
+    real = segments.kind != PADDING
+    torch.testing.assert_close(varlen[real], dense.transpose(1, 2)[real], atol=1e-6, rtol=1e-5)
+
+
 def test_transformers_dispatches_varlen_to_the_kernel(tiny_llama) -> None:
     """Registered, `varlen` is a transformers attention implementation: a model loads with it and
     its attention layers run torch's varlen kernel (which has no CPU implementation, so here the

@@ -90,7 +90,7 @@ def varlen_kernel(device: torch.device) -> tuple[str, Callable[..., Tensor]]:
     try:
         from flash_attn import flash_attn_varlen_func
 
-        return "flash_attn", lambda q, k, v, cq, ck, mq, mk, *, scale, window_size, enable_gqa: flash_attn_varlen_func(
+        return "flash_attn", lambda q, k, v, cq, ck, mq, mk, *, scale, window_size: flash_attn_varlen_func(
             q, k, v, cq, ck, mq, mk, softmax_scale=scale, causal=True, window_size=window_size)
     except ImportError:
         raise Unavailable(f"torch {torch.__version__} has no torch.nn.attention.varlen "

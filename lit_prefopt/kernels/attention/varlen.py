@@ -15,6 +15,8 @@ The kernel has no CPU implementation; `attend_in_segments` takes it as an argume
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,11 +98,20 @@ def attend_in_segments(
     queries = query.transpose(1, 2).reshape(rows * length, heads, dim).index_select(0, plan.query_index)
     keys = key.transpose(1, 2).reshape(-1, key.shape[1], dim).index_select(0, plan.key_index)
     values = value.transpose(1, 2).reshape(-1, value.shape[1], dim).index_select(0, plan.key_index)
+    grouped = {"enable_gqa": heads != key.shape[1]} if _asks_for_enable_gqa(kernel) else {}
     out = kernel(
         queries, keys, values, plan.cu_seq_q, plan.cu_seq_k, plan.max_q, plan.max_k,
-        scale=scale, window_size=(window - 1, 0) if window else (-1, 0), enable_gqa=heads != key.shape[1],
+        scale=scale, window_size=(window - 1, 0) if window else (-1, 0), **grouped,
     )
     return query.new_zeros(rows * length, heads, dim).index_copy(0, plan.query_index, out).view(rows, length, heads, dim)
+
+
+@functools.cache
+def _asks_for_enable_gqa(kernel: Callable[..., Tensor]) -> bool:
+    """Whether the kernel takes `enable_gqa`: torch 2.13's varlen_attn refuses fewer K/V heads
+    without it; the varlen_attn of torch 2.10-2.12 (and flash-attn's function) has no such argument
+    and takes them as they are, as its FlashAttention kernel does."""
+    return "enable_gqa" in inspect.signature(kernel).parameters
 
 
 def varlen_attention_forward(
