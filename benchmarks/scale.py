@@ -198,9 +198,9 @@ What each figure counts (per rank; RSS is /proc/self/status, the peak VmHWM rese
 - training: from the start of training to its end (all steps, optimizer state created at step 1);
 - s/step: mean interval between the ends of consecutive optimizer steps after the first (data,
   forward, backward, optimizer, clipping all inside);
-- all-gathered MiB per step: bytes received by `torch.distributed.all_gather_single` (FSDP2's
-  parameter all-gathers: policy forward and backward, reference forward) during one training
-  batch, from the first step on (every step moves the same);
+- all-gathered MiB per step: bytes received by FSDP2's parameter all-gathers (policy forward and
+  backward, reference forward; `all_gather_single`, or `all_gather_into_tensor` before torch 2.13)
+  during one training batch, from the first step on (every step moves the same);
 - export: the `hf/` export after training (rank 0 writes; every rank takes part in the gathers).
 
 "before" is `model.reference_dtype=float32 model.gradient_checkpointing=false export_dtype=float32`
