@@ -30,6 +30,7 @@ from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint, with_pad_token
 from lit_prefopt.models.export import export_hf
+from lit_prefopt.models.rotary_precision import keep_rotary_angles_exact
 from lit_prefopt.optim import check_updates_survive, parameter_groups
 from lit_prefopt.reference.source import LiveReference, ReferenceSource, choose_reference_source
 from lit_prefopt.strategies import sharding_mesh
@@ -105,6 +106,7 @@ class PreferenceModule(LightningModule):
         mp_policy = getattr(self.trainer.strategy, "mp_policy", None)
         if self.policy is None:
             self.policy = self.checkpoint.load_policy(mesh, device, mp_policy)
+            keep_rotary_angles_exact(self.policy)
         if self.reference_source is not None:
             self.reference_source.configure(self)
 

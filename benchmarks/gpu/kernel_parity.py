@@ -13,6 +13,9 @@ bf16 autocast rounds differently per layout, so both are checked here on longer 
 With policy == reference every DPO margin is 0, so the step-0 loss is exactly log 2 whatever the
 weights: a separately loaded reference checks that both models see the same rows the same way.
 
+The rotary angles at positions up to 8192 under `trainer=gpu`'s TF32 setting must equal exact
+float32 ones with lit_prefopt's guard; the unguarded difference is reported beside them.
+
 A combination is the config keys that turn it on plus what they change: the collate step applied
 to the loader's padded batch and the LM-head chunk. A new kernel (packing, ...) is one more entry
 of `combinations`.
@@ -36,12 +39,15 @@ from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.collate import with_shared_prompts
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
+from lit_prefopt.models.rotary_precision import keep_rotary_angles_exact
 
 FP32_SUMS = 1e-5
 FP32_GRADS = 1e-4
 BF16_SLACK = 2.0
 BF16_FLOOR = 1e-4
 LOG2_TOLERANCE = 1e-4
+# Rotary angles are compared up to here: TF32 represents every integer position only up to 2048.
+ROTARY_POSITIONS = 8192
 
 
 @dataclass(frozen=True)
@@ -139,13 +145,38 @@ def check_parity(checkpoint_dir: Path, pairs_path: Path, device: torch.device, p
                                **error, "plain": plain, "bound": bound, "passed": passed})
             log2_checks.append(dpo_step_zero(policy, reference, batch, combinations(chunk)[-1], device, autocast,
                                              precision))
+        rotary = rotary_angles(policy, device)
     finally:
         torch.set_float32_matmul_precision(matmul_precision)
     return {
         "device": str(device), "pairs": len(records), "tokens": batch.num_tokens(), "chunk": chunk,
-        "checks": checks, "dpo_step_zero": log2_checks, "skipped": skipped,
-        "passed": all(c["passed"] for c in checks + log2_checks),
+        "checks": checks, "dpo_step_zero": log2_checks, "skipped": skipped, "rotary": rotary,
+        "passed": all(c["passed"] for c in checks + log2_checks + [rotary]),
     }
+
+
+def rotary_angles(model: torch.nn.Module, device: torch.device, positions: int = ROTARY_POSITIONS) -> dict:
+    """The rotary cos/sin at positions 0..`positions`-1 under `high` (trainer=gpu's TF32), as transformers
+    computes them and with lit_prefopt's guard (lit_prefopt.models.rotary_precision), against `highest`.
+
+    Two rows: the rounding was reported with more than one row. The unguarded difference is what a run
+    without the guard would get on this GPU and transformers version; the guarded one must be 0.
+    """
+    rotary = model.get_decoder().rotary_emb
+    probe = torch.zeros(1, device=device)
+    position_ids = torch.arange(positions, device=device)[None].expand(2, -1)
+
+    def angles(precision: str) -> torch.Tensor:
+        torch.set_float32_matmul_precision(precision)
+        return torch.cat(rotary(probe, position_ids))
+
+    exact, unguarded = angles("highest"), angles("high")
+    keep_rotary_angles_exact(model)
+    guarded = angles("high")
+    torch.set_float32_matmul_precision("highest")
+    guarded_diff = float((guarded - exact).abs().max())
+    return {"positions": positions, "unguarded_max_diff": float((unguarded - exact).abs().max()),
+            "guarded_max_diff": guarded_diff, "passed": guarded_diff == 0.0}
 
 
 def _bound(precision: str, plain: dict[str, float]) -> dict[str, float]:

@@ -31,6 +31,11 @@ def _parity(section: dict) -> list[str]:
     lines += [f"- {c['precision']}, {c['kernels']}: {c['loss']:.6f} (error {c['abs_error']:.1e}) {c['passed']}"
               for c in section.get("dpo_step_zero", [])]
     lines += [f"- {precision}: skipped ({reason})" for precision, reason in section.get("skipped", {}).items()]
+    if "rotary" in section:
+        r = section["rotary"]
+        lines += ["", f"Rotary cos/sin at positions below {r['positions']} under float32_matmul_precision=high, max "
+                  f"difference from `highest`: {r['guarded_max_diff']:.1e} with lit_prefopt's guard (must be 0), "
+                  f"{r['unguarded_max_diff']:.1e} without it. {r['passed']}"]
     return lines
 
 

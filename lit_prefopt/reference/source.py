@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.lora import base_model_mode
+from lit_prefopt.models.rotary_precision import keep_rotary_angles_exact
 from lit_prefopt.reference.pair_keys import pair_keys
 from lit_prefopt.strategies import sharding_mesh
 
@@ -126,14 +127,14 @@ class LiveReference(ReferenceSource):
 
     def configure(self, module: LightningModule) -> None:
         """Load the model once (Lightning calls `configure_model` for validate, then fit)."""
-        if self.model is not None:
-            return
-        trainer = module.trainer
-        mesh = sharding_mesh(module.device_mesh) if module.device_mesh is not None else None
-        mp_policy = getattr(trainer.strategy, "mp_policy", None)
-        dtype = self.dtype(trainer.precision)
-        # The policy, when already loaded, may serve a reference of the same checkpoint (no second read).
-        self.model = self.models.load_reference(mesh, trainer.strategy.root_device, mp_policy, dtype, module.policy)
+        if self.model is None:
+            trainer = module.trainer
+            mesh = sharding_mesh(module.device_mesh) if module.device_mesh is not None else None
+            mp_policy = getattr(trainer.strategy, "mp_policy", None)
+            dtype = self.dtype(trainer.precision)
+            # The policy, when already loaded, may serve a reference of the same checkpoint (no second read).
+            self.model = self.models.load_reference(mesh, trainer.strategy.root_device, mp_policy, dtype, module.policy)
+        keep_rotary_angles_exact(self.model)
 
     @torch.no_grad()
     def logps(self, batch: PreferenceBatch) -> PairScores:
