@@ -14,8 +14,8 @@ Everything the CPU test suite cannot prove, in one run sized to take under 8 min
 
 `--smoke` runs the same code on tiny shapes in a minute on a CPU (CI runs it); there everything
 that needs CUDA (bf16-mixed, flex, varlen, GPU memory, MFU) is reported as skipped with the reason.
-Results: `DIR/gpu_check.json` (every number) and `DIR/gpu_check.md`; the exit status is 1 when a
-check failed. Nothing here imports wandb or tensorboard; child runs log to CSV or not at all.
+Results: `DIR/gpu_check.json` (every number) and `DIR/gpu_check.md`, rewritten after each section
+(`complete` is false until the last one ends); the exit status is 1 when a check failed. Nothing here imports wandb or tensorboard; child runs log to CSV or not at all.
 """
 
 from __future__ import annotations
@@ -136,20 +136,28 @@ def check(args: argparse.Namespace, device: torch.device, root: Path) -> int:
                                         sizes["trl_steps"], sizes["trl_batch"], gpu, args.timeout, sizes["trl_runs"]),
     }
     report = {"smoke": args.smoke, "machine": machine(device), "work_dir": str(root) if args.keep else None,
-              "sections": {}}
+              "sections": {}, "complete": False}
     for name in SECTIONS:
         if name in args.skip:
             continue
         report["sections"][name] = run_section(name, bodies[name])
         if gpu:
             torch.cuda.empty_cache()
-    report["seconds"] = time.perf_counter() - started
-    report["passed"] = all(section["passed"] for section in report["sections"].values())
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
-    write_markdown(report, args.out / "gpu_check.md")
+        write_results(report, args.out, time.perf_counter() - started)
+    report["complete"] = True
+    write_results(report, args.out, time.perf_counter() - started)
     print((args.out / "gpu_check.md").read_text(), flush=True)
     return 0 if report["passed"] else 1
+
+
+def write_results(report: dict, out: Path, seconds: float) -> None:
+    """The JSON and Markdown of the sections run so far, rewritten after each one: a check stopped
+    by its time limit (a GPU lease, a job's wall time) still leaves every finished section's numbers."""
+    report["seconds"] = seconds
+    report["passed"] = report["complete"] and all(section["passed"] for section in report["sections"].values())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+    write_markdown(report, out / "gpu_check.md")
 
 
 if __name__ == "__main__":

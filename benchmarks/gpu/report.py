@@ -11,8 +11,12 @@ def _header(report: dict) -> list[str]:
     m = report["machine"]
     where = f"{m['gpu']} (sm {m['capability']}, CUDA {m['cuda']})" if m["gpu"] else f"no GPU ({m['device']})"
     smoke = " (smoke run on tiny shapes: numbers mean nothing)" if report["smoke"] else ""
+    if report.get("complete", True):
+        verdict = "PASSED" if report["passed"] else "FAILED"
+    else:
+        verdict = f"INCOMPLETE (stopped or still running after the sections below: {', '.join(report['sections'])})"
     return [f"# GPU check{smoke}", "",
-            f"{'PASSED' if report['passed'] else 'FAILED'} in {report['seconds']:.0f} s on {where}; "
+            f"{verdict} in {report['seconds']:.0f} s on {where}; "
             f"torch {m['torch']}, transformers {m['transformers']}, lightning {m['lightning']}, trl {m['trl']}."]
 
 

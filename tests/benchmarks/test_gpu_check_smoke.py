@@ -24,7 +24,7 @@ def test_gpu_check_smoke(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "gpu_check.json").read_text())
     sections = report["sections"]
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
-    assert report["passed"] and set(sections) == {"parity", "attention", "e2e", "trl"}
+    assert report["passed"] and report["complete"] and set(sections) == {"parity", "attention", "e2e", "trl"}
 
     parity = sections["parity"]
     assert parity["passed"]
@@ -33,6 +33,7 @@ def test_gpu_check_smoke(tmp_path: Path) -> None:
         ("32-true", "shared_prompt+chunked_head")}
     assert [c["passed"] for c in parity["dpo_step_zero"]] == [True]
     assert "bf16-mixed" in parity["skipped"]
+    assert parity["rotary"]["passed"] and parity["rotary"]["guarded_max_diff"] == 0.0
 
     attention = {(r["backend"], r["length"]): r for r in sections["attention"]["results"]}
     for length in (96, 192):
@@ -51,3 +52,23 @@ def test_gpu_check_smoke(tmp_path: Path) -> None:
     trl = {r["name"]: r for r in sections["trl"]["runs"]}
     assert all("pairs_per_s" in r for r in trl.values()), trl
     assert (tmp_path / "gpu_check.md").read_text().startswith("# GPU check (smoke run")
+
+
+def test_a_stopped_check_leaves_its_finished_sections_marked_incomplete(tmp_path: Path) -> None:
+    """Results are rewritten after each section, so a check stopped by a time limit still has them;
+    until the last section ends they are marked incomplete and not passed."""
+    from benchmarks.gpu_check import write_results
+
+    machine = {"gpu": "NVIDIA H200", "capability": "9.0", "cuda": "13.0", "device": "cuda",
+               "torch": "2.11.0", "transformers": "5.17.0", "lightning": "2.6.6", "trl": None}
+    parity = {"passed": True, "seconds": 3.0, "checks": [], "dpo_step_zero": []}
+    report = {"smoke": False, "machine": machine, "sections": {"parity": parity}, "complete": False}
+    write_results(report, tmp_path, 5.0)
+    saved = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert saved["complete"] is False and saved["passed"] is False and saved["sections"]["parity"]["passed"]
+    assert "INCOMPLETE" in (tmp_path / "gpu_check.md").read_text()
+
+    report["complete"] = True
+    write_results(report, tmp_path, 6.0)
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["passed"] is True
+    assert "PASSED in 6 s on NVIDIA H200" in (tmp_path / "gpu_check.md").read_text()
