@@ -56,7 +56,9 @@ def child_env(mmap_threshold: int | None) -> dict[str, str]:
     mmapped and page-faulted afresh each step; a fixed high threshold keeps them in the heap.
     """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
-           "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+           "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1",
+           # The repository first, then what the caller had (packages installed beside the image's).
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     if mmap_threshold is not None:
         env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     return env

@@ -1,4 +1,5 @@
-"""A benchmarked child that fails reports no result, even when a log is on disk from before."""
+"""A benchmarked child that fails reports no result, even when a log is on disk from before; children
+see the repository and the packages the caller added to PYTHONPATH."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from benchmarks.child import run_child
+import pytest
+
+from benchmarks.child import REPO, child_env, run_child
 
 
 def _writer(log_path: Path, exit_code: int) -> list[str]:
@@ -27,3 +30,17 @@ def test_a_finished_child_reports_its_log(tmp_path: Path) -> None:
     log_path = tmp_path / "run.steps.json"
     finished = run_child(_writer(log_path, 0), log_path, dict(os.environ), timeout_s=60)
     assert finished.returncode == 0 and finished.log == {"max_rss_kib": 1024} and finished.peak_rss_mib == 1.0
+
+
+def test_children_keep_the_callers_pythonpath_after_the_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Wheels installed beside a GPU image's packages (`pip install --target DIR`, PYTHONPATH=DIR) must
+    reach the training runs the GPU check starts, or they fail to import hydra."""
+    site = tmp_path / "site"
+    (site / "carried_package").mkdir(parents=True)
+    (site / "carried_package" / "__init__.py").write_text("")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    env = child_env(None)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO), str(site)]
+    log_path = tmp_path / "run.steps.json"
+    code = f"import json, carried_package, benchmarks; open({str(log_path)!r}, 'w').write(json.dumps({{'max_rss_kib': 1}}))"
+    assert run_child(["-c", code], log_path, env, timeout_s=60).returncode == 0
