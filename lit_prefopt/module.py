@@ -31,7 +31,7 @@ from lit_prefopt.metrics import PAIR_METRICS, pair_metrics
 from lit_prefopt.models.checkpoint import HFCheckpoint, with_pad_token
 from lit_prefopt.models.export import export_hf
 from lit_prefopt.models.rotary_precision import keep_rotary_angles_exact
-from lit_prefopt.optim import check_updates_survive, parameter_groups
+from lit_prefopt.optim import check_updates_survive, parameter_groups, plain_hyperparameters
 from lit_prefopt.reference.source import LiveReference, ReferenceSource, choose_reference_source
 from lit_prefopt.strategies import sharding_mesh
 
@@ -264,7 +264,7 @@ class PreferenceModule(LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Optimizer over the trainable policy parameters only (weight decay on matrices)."""
-        optimizer = self.optimizer_factory(parameter_groups(self.trainer.model))
+        optimizer = plain_hyperparameters(self.optimizer_factory(parameter_groups(self.trainer.model)))
         check_updates_survive(optimizer, self._weights_setting(), self._sum_over_ranks)
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 
 import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -22,6 +23,23 @@ def parameter_groups(model: nn.Module) -> list[dict]:
         {"params": [p for p in trainable if p.dim() >= 2]},
         {"params": [p for p in trainable if p.dim() < 2], "weight_decay": 0.0},
     ]
+
+
+def plain_hyperparameters(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Replace OmegaConf containers among the optimizer's hyperparameters by tuples and dicts.
+
+    Hydra hands a YAML list (`betas: [0.9, 0.95]`) to the optimizer as a ListConfig. torch 2.11 and
+    2.13 turn AdamW's betas into a tuple themselves; torch 2.9 keeps the ListConfig in
+    `param_groups`, so it is pickled into every checkpoint, and `torch.load(weights_only=True)`
+    (resume, the reference of an earlier run) refuses the file.
+    """
+    for group in optimizer.param_groups:
+        for key, value in group.items():
+            if isinstance(value, ListConfig):
+                group[key] = tuple(OmegaConf.to_container(value, resolve=True))
+            elif isinstance(value, DictConfig):
+                group[key] = OmegaConf.to_container(value, resolve=True)
+    return optimizer
 
 
 # Weights sampled per tensor to estimate the share whose updates would round away.

@@ -3,6 +3,9 @@ per-tensor loop torch runs on CPU otherwise but allocates no temporary the size 
 
 from __future__ import annotations
 
+import pickle
+
+import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -74,3 +77,33 @@ def test_default_adamw_step_allocates_no_weight_sized_temporary() -> None:
             optimizer.step()
         counts[fused] = outputs.count
     assert counts == {True: 0, False: 2}
+
+
+class KeepsItsHyperparameters(torch.optim.SGD):
+    """An optimizer that stores a list hyperparameter as given, as torch 2.9's AdamW does."""
+
+    def __init__(self, params, lr: float, betas) -> None:
+        super().__init__(params, lr=lr)
+        for group in self.param_groups:
+            group["betas"] = betas
+
+
+def test_optimizer_state_holds_no_omegaconf_containers(tmp_path) -> None:
+    """A YAML list reaches the optimizer as a ListConfig; kept in `param_groups`, it would make every
+    checkpoint unreadable with `torch.load(weights_only=True)` (resume) under torch 2.9."""
+    from omegaconf import ListConfig
+
+    from lit_prefopt.optim import plain_hyperparameters
+
+    factory = instantiate(OmegaConf.create({"_target_": f"{__name__}.KeepsItsHyperparameters", "_partial_": True,
+                                            "lr": 0.1, "betas": [0.9, 0.95]}))
+    optimizer = factory([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer.param_groups[0]["betas"], ListConfig)
+    torch.save(optimizer.state_dict(), tmp_path / "before.pt")
+    with pytest.raises(pickle.UnpicklingError, match="ListConfig"):
+        torch.load(tmp_path / "before.pt", weights_only=True)
+
+    assert plain_hyperparameters(optimizer) is optimizer
+    assert optimizer.param_groups[0]["betas"] == (0.9, 0.95)
+    torch.save(optimizer.state_dict(), tmp_path / "after.pt")
+    assert torch.load(tmp_path / "after.pt", weights_only=True)["param_groups"][0]["betas"] == (0.9, 0.95)
