@@ -18,7 +18,12 @@ from torch.nn.functional import scaled_dot_product_attention
 from lit_prefopt.data.shared_prefix import share_prompts
 from lit_prefopt.kernels.attention.backends import check_implementation, check_usable
 from lit_prefopt.kernels.attention.segments import COMPLETION, PADDING, PROMPT, SegmentIds
-from lit_prefopt.kernels.attention.varlen import attend_in_segments, varlen_attention_forward, varlen_plan
+from lit_prefopt.kernels.attention.varlen import (
+    attend_in_segments,
+    torch_varlen_kernel,
+    varlen_attention_forward,
+    varlen_plan,
+)
 
 
 def per_segment_sdpa(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, *, scale, window_size, enable_gqa):
@@ -120,6 +125,7 @@ def test_varlen_kernels_without_an_enable_gqa_argument_get_none() -> None:
     torch.testing.assert_close(varlen[real], dense.transpose(1, 2)[real], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.skipif(torch_varlen_kernel() is None, reason=f"torch {torch.__version__} has no varlen_attn with window_size")
 def test_transformers_dispatches_varlen_to_the_kernel(tiny_llama) -> None:
     """Registered, `varlen` is a transformers attention implementation: a model loads with it and
     its attention layers run torch's varlen kernel (which has no CPU implementation, so here the

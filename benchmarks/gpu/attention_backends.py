@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmarks.gpu.attention_layouts import Layout, dense_mask, segment_ids
-from lit_prefopt.kernels.attention.varlen import attend_in_segments, varlen_plan
+from lit_prefopt.kernels.attention.varlen import attend_in_segments, torch_varlen_kernel, varlen_plan
 
 Attention = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -81,19 +81,16 @@ def varlen_kernel(device: torch.device) -> tuple[str, Callable[..., Tensor]]:
     """torch's varlen attention when this build has it, else flash-attn's, else Unavailable."""
     if device.type != "cuda":
         raise Unavailable(f"varlen attention runs on CUDA only (not on {device.type})")
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-
-        return "torch.nn.attention.varlen", varlen_attn
-    except ImportError:
-        pass
+    kernel = torch_varlen_kernel()
+    if kernel is not None:
+        return "torch.nn.attention.varlen", kernel
     try:
         from flash_attn import flash_attn_varlen_func
 
         return "flash_attn", lambda q, k, v, cq, ck, mq, mk, *, scale, window_size: flash_attn_varlen_func(
             q, k, v, cq, ck, mq, mk, softmax_scale=scale, causal=True, window_size=window_size)
     except ImportError:
-        raise Unavailable(f"torch {torch.__version__} has no torch.nn.attention.varlen "
+        raise Unavailable(f"torch {torch.__version__} has no varlen_attn with window_size (torch 2.11 on) "
                           "and flash-attn is not installed") from None
 
 

@@ -39,9 +39,9 @@ SHARED_PROMPT_BACKENDS = (*DENSE, FLEX, varlen.NAME)
 def check_implementation(name: str) -> None:
     """Refuse an attention implementation this machine lacks, naming the alternative; register `varlen`."""
     if name == varlen.NAME:
-        if importlib.util.find_spec("torch.nn.attention.varlen") is None or not torch.cuda.is_available():
+        if varlen.torch_varlen_kernel() is None or not torch.cuda.is_available():
             raise ValueError(
-                "model.attn_implementation=varlen needs CUDA and torch.nn.attention.varlen (torch 2.10 or later), "
+                "model.attn_implementation=varlen needs CUDA and torch.nn.attention.varlen (torch 2.11 or later), "
                 f"which this machine lacks (torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}): "
                 "use model.attn_implementation=sdpa"
             )

@@ -16,6 +16,7 @@ The kernel has no CPU implementation; `attend_in_segments` takes it as an argume
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,10 +107,23 @@ def attend_in_segments(
     return query.new_zeros(rows * length, heads, dim).index_copy(0, plan.query_index, out).view(rows, length, heads, dim)
 
 
+def torch_varlen_kernel() -> Callable[..., Tensor] | None:
+    """torch's `varlen_attn` in the form used here, else None.
+
+    From torch 2.11 it takes `window_size` (causal, aligned bottom-right, with an optional sliding
+    window); torch 2.10's first version takes `is_causal` and no window, and older ones have none.
+    """
+    if importlib.util.find_spec("torch.nn.attention.varlen") is None:
+        return None
+    from torch.nn.attention.varlen import varlen_attn
+
+    return varlen_attn if "window_size" in inspect.signature(varlen_attn).parameters else None
+
+
 @functools.cache
 def _asks_for_enable_gqa(kernel: Callable[..., Tensor]) -> bool:
     """Whether the kernel takes `enable_gqa`: torch 2.13's varlen_attn refuses fewer K/V heads
-    without it; the varlen_attn of torch 2.10-2.12 (and flash-attn's function) has no such argument
+    without it; torch 2.11's varlen_attn (and flash-attn's function) has no such argument
     and takes them as they are, as its FlashAttention kernel does."""
     return "enable_gqa" in inspect.signature(kernel).parameters
 
@@ -132,15 +146,16 @@ def varlen_attention_forward(
     their 2D padding mask, or whole rows when there is none (a query block at the end of its keys,
     as with a KV cache).
     """
-    from torch.nn.attention.varlen import varlen_attn
-
     if dropout:
         raise ValueError("model.attn_implementation=varlen has no attention dropout: set the model's attention_dropout to 0")
+    half = _kernel_dtype(query)
+    kernel = torch_varlen_kernel()
+    if kernel is None:
+        raise ValueError(f"model.attn_implementation=varlen needs torch 2.11 or later (this is {torch.__version__})")
     plan = varlen_plan if varlen_plan is not None else _rows_plan(attention_mask, query, key)
     dtype = query.dtype
-    half = _kernel_dtype(query)
     query, key, value = query.to(half), key.to(half), value.to(half)
-    return attend_in_segments(query, key, value, plan, scaling, sliding_window, varlen_attn).to(dtype), None
+    return attend_in_segments(query, key, value, plan, scaling, sliding_window, kernel).to(dtype), None
 
 
 def register() -> None:
