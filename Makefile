@@ -3,7 +3,7 @@
 #
 # PyTorch: TORCH_SPEC is what pip installs before the project. The default is the CPU wheel this
 # kind of machine keeps on local disk; on a GPU machine use e.g. `make TORCH_SPEC=torch train`
-# (pyproject.toml only asks for torch>=2.5, so your own CUDA build is kept).
+# (pyproject.toml only asks for torch>=2.9, so your own CUDA build is kept).
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0

@@ -187,6 +187,7 @@ def count_parameters(config: PretrainedConfig, checkpoint: HFCheckpoint) -> tupl
     """(all, trainable, outside the decoder layers) parameters, from a model on the meta device."""
     with torch.device("meta"):
         model: Any = AutoModelForCausalLM.from_config(config, trust_remote_code=checkpoint.trust_remote_code)
+    model.tie_weights()  # transformers 5.0 leaves a meta-device model untied: a tied head counts once
     total = sum(p.numel() for p in model.parameters())
     in_layers = sum(p.numel() for layer in model.get_decoder().layers for p in layer.parameters())
     if checkpoint.uses_lora:

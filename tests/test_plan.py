@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from transformers import LlamaConfig
 
-from lit_prefopt.plan import plan_memory
+from lit_prefopt.plan import count_parameters, plan_memory
 from lit_prefopt.train import train
 
 # The default tiny Llama: h=64, 2 layers, i=128, 4 heads of 16, 2 KV heads, vocabulary 1024, untied head.
@@ -64,3 +66,11 @@ def test_plan_true_prints_and_trains_nothing(compose, capsys: pytest.CaptureFixt
     printed = capsys.readouterr().out
     assert "Memory plan per device: 0.2M parameters" in printed and "peak" in printed
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_a_tied_head_counts_once() -> None:
+    config = LlamaConfig(hidden_size=H, intermediate_size=INTER, num_hidden_layers=LAYERS, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=VOCAB, tie_word_embeddings=True)
+    total, trainable, outside = count_parameters(config, SimpleNamespace(trust_remote_code=False, uses_lora=False))
+    assert total == trainable == PARAMS - VOCAB * H  # the head is the embedding matrix
+    assert outside == ROOT - VOCAB * H

@@ -58,6 +58,9 @@ def load_sharded(
         model = AutoModelForCausalLM.from_config(
             config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
         )
+    # transformers 5.0 leaves a model built on the meta device untied (later releases tie it in
+    # from_config): tie before sharding, so a tied head is the embedding's one sharded parameter.
+    model.tie_weights()
     shard(model, mesh, mp_policy)
     model.to_empty(device=device)
     _restore_non_persistent_buffers(model, device)
