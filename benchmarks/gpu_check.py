@@ -15,7 +15,8 @@ Everything the CPU test suite cannot prove, in one run sized to take under 8 min
 `--smoke` runs the same code on tiny shapes in a minute on a CPU (CI runs it); there everything
 that needs CUDA (bf16-mixed, flex, varlen, GPU memory, MFU) is reported as skipped with the reason.
 Results: `DIR/gpu_check.json` (every number) and `DIR/gpu_check.md`, rewritten after each section
-(`complete` is false until the last one ends); the exit status is 1 when a check failed. Nothing here imports wandb or tensorboard; child runs log to CSV or not at all.
+(`complete` is false until the last one ends); the exit status is 1 when a check failed. Nothing
+here imports wandb or tensorboard; child runs log to CSV or not at all.
 """
 
 from __future__ import annotations

@@ -107,8 +107,10 @@ def attend_in_segments(
     return query.new_zeros(rows * length, heads, dim).index_copy(0, plan.query_index, out).view(rows, length, heads, dim)
 
 
+@functools.cache
 def torch_varlen_kernel() -> Callable[..., Tensor] | None:
-    """torch's `varlen_attn` in the form used here, else None.
+    """torch's `varlen_attn` in the form used here, else None (looked up once: every layer's
+    attention call asks).
 
     From torch 2.11 it takes `window_size` (causal, aligned bottom-right, with an optional sliding
     window); torch 2.10's first version takes `is_causal` and no window, and older ones have none.
