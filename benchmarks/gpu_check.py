@@ -36,7 +36,7 @@ import torch
 
 from benchmarks.fixture import ModelShape, read_pairs
 from benchmarks.gpu.attention_layouts import Layout
-from benchmarks.gpu.attention_timing import time_backends
+from benchmarks.gpu.attention_timing import release_cached_memory, time_backends
 from benchmarks.gpu.e2e import run_end_to_end
 from benchmarks.gpu.inputs import build_inputs
 from benchmarks.gpu.kernel_parity import check_parity
@@ -142,9 +142,8 @@ def check(args: argparse.Namespace, device: torch.device, root: Path) -> int:
         if name in args.skip:
             continue
         report["sections"][name] = run_section(name, bodies[name])
-        if gpu:
-            torch.cuda.empty_cache()
         write_results(report, args.out, time.perf_counter() - started)
+        release_cached_memory(device)
     report["complete"] = True
     write_results(report, args.out, time.perf_counter() - started)
     print((args.out / "gpu_check.md").read_text(), flush=True)

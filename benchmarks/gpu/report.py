@@ -46,7 +46,7 @@ def _parity(section: dict) -> list[str]:
 def _attention(section: dict) -> list[str]:
     lines = ["Every backend is built by lit_prefopt.kernels.attention from the `data.share_prompt` collate's "
              "segment ids.", "",
-             "| rows x tokens | backend | status | ms fwd+bwd | peak MiB | first call s | max diff vs dense |",
+             "| rows x tokens | backend | status | ms fwd+bwd | peak MiB | first call s | max diff vs float32 dense |",
              "|---|---|---|---|---|---|---|"]
     for r in section.get("results", []):
         status = {"ok": r.get("kernel", "ok"), "skipped": f"skipped: {r.get('reason')}",
