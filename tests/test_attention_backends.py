@@ -3,7 +3,7 @@
 The varlen kernel has no CPU implementation, so its plan (query order, gathered keys, cumulative
 lengths, window) runs here through a per-segment SDPA that does what the kernel does: causal
 attention aligned bottom-right, a left window of `window_size[0]` keys. The kernel itself is
-checked on a GPU (`pytest -m cuda` where CUDA is present).
+checked on a GPU (`pytest -k cuda` where CUDA is present).
 """
 
 from __future__ import annotations
