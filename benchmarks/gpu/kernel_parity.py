@@ -17,8 +17,11 @@ The rotary angles at positions up to 8192 under `trainer=gpu`'s TF32 setting mus
 float32 ones with lit_prefopt's guard; the unguarded difference is reported beside them.
 
 A combination is the config keys that turn it on plus what they change: the collate step applied
-to the loader's padded batch and the LM-head chunk. A new kernel (packing, ...) is one more entry
-of `combinations`.
+to the loader's padded batch, the LM-head chunk and the attention backend the model is loaded with.
+A new kernel (packing, ...) is one more entry of `combinations`. The CUDA-only backends
+(`flex_attention`, `varlen`) run the shared-prompt and packed rows through the whole model,
+registered with transformers as a training run loads them; where they cannot run (a CPU) they are
+reported as skipped with the reason.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from lit_prefopt.criteria.base import PairLogps
 from lit_prefopt.criteria.dpo import DPO
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.collate import with_shared_prompts
+from lit_prefopt.kernels.attention.backends import check_usable
 from lit_prefopt.kernels.logprobs import sequence_logprobs
 from lit_prefopt.models.checkpoint import HFCheckpoint
 from lit_prefopt.models.rotary_precision import keep_rotary_angles_exact
@@ -58,6 +62,7 @@ class Kernels:
     settings: dict[str, object] = field(default_factory=dict)
     collate: Callable[[PreferenceBatch], PreferenceBatch] | None = None  # None: the padded rows as they are
     chunk_size: int = 0  # model.chunked_logprobs
+    attention: str = "sdpa"  # model.attn_implementation
 
 
 PLAIN = Kernels("plain", {"data.share_prompt": False, "model.chunked_logprobs": 0})
@@ -72,6 +77,19 @@ def combinations(chunk: int) -> list[Kernels]:
                 _packed, chunk),
         Kernels("shared_prompt+chunked_head", {"data.share_prompt": True, "model.chunked_logprobs": chunk},
                 with_shared_prompts, chunk),
+    ]
+
+
+def backend_combinations(chunk: int) -> list[Kernels]:
+    """The shared-prompt and packed rows through the attention backends that need CUDA."""
+    shared = {"data.share_prompt": True, "model.chunked_logprobs": chunk}
+    return [
+        Kernels("shared_prompt+chunked_head (flex_attention)", {**shared, "model.attn_implementation": "flex_attention"},
+                with_shared_prompts, chunk, "flex_attention"),
+        Kernels("shared_prompt+chunked_head (varlen)", {**shared, "model.attn_implementation": "varlen"},
+                with_shared_prompts, chunk, "varlen"),
+        Kernels("packed+chunked_head (varlen)", {**shared, "data.pack": True, "model.attn_implementation": "varlen"},
+                _packed, chunk, "varlen"),
     ]
 
 
@@ -129,20 +147,20 @@ def check_parity(checkpoint_dir: Path, pairs_path: Path, device: torch.device, p
     batch = collate_records(checkpoint.load_tokenizer(), records)
     policy = checkpoint.load_policy().to(device).eval()
     reference = checkpoint.load_reference().to(device)
+    models, skipped_kernels = backend_models(checkpoint_dir, device, backend_combinations(chunk))
+    models["sdpa"] = policy
     matmul_precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")  # float32 means float32 here, not TF32
     try:
         exact = run_kernels(policy, batch, PLAIN, device, None)
         checks, log2_checks = [], []
         kept, skipped = precisions(device)
+        runnable = [k for k in combinations(chunk) + backend_combinations(chunk) if k.attention in models]
         for precision, autocast in kept.items():
             plain = distance(run_kernels(policy, batch, PLAIN, device, autocast), exact)
-            for kernels in combinations(chunk):
-                error = distance(run_kernels(policy, batch, kernels, device, autocast), exact)
-                bound = _bound(precision, plain)
-                passed = all(error[key] <= bound[key] for key in error)
+            for kernels in runnable:
                 checks.append({"precision": precision, "kernels": kernels.name, "settings": kernels.settings,
-                               **error, "plain": plain, "bound": bound, "passed": passed})
+                               **compare(models[kernels.attention], batch, kernels, device, autocast, exact, precision, plain)})
             log2_checks.append(dpo_step_zero(policy, reference, batch, combinations(chunk)[-1], device, autocast,
                                              precision))
         rotary = rotary_angles(policy, device)
@@ -150,9 +168,36 @@ def check_parity(checkpoint_dir: Path, pairs_path: Path, device: torch.device, p
         torch.set_float32_matmul_precision(matmul_precision)
     return {
         "device": str(device), "pairs": len(records), "tokens": batch.num_tokens(), "chunk": chunk,
-        "checks": checks, "dpo_step_zero": log2_checks, "skipped": skipped, "rotary": rotary,
+        "checks": checks, "dpo_step_zero": log2_checks, "skipped": skipped, "skipped_kernels": skipped_kernels,
+        "rotary": rotary,
         "passed": all(c["passed"] for c in checks + log2_checks + [rotary]),
     }
+
+
+def compare(model: torch.nn.Module, batch: PreferenceBatch, kernels: Kernels, device: torch.device,
+            autocast: torch.dtype | None, exact: Outcome, precision: str, plain: dict[str, float]) -> dict:
+    """One combination's distances from the exact run and its bound; an error (a kernel that has never
+    run on this device) is recorded as a failed check, and the other combinations still run."""
+    bound = _bound(precision, plain)
+    try:
+        error = distance(run_kernels(model, batch, kernels, device, autocast), exact)
+    except Exception as failure:  # reported, not raised: one broken backend must not hide the rest
+        return {"error": f"{type(failure).__name__}: {failure}", "plain": plain, "bound": bound, "passed": False}
+    return {**error, "plain": plain, "bound": bound, "passed": all(error[key] <= bound[key] for key in error)}
+
+
+def backend_models(checkpoint_dir: Path, device: torch.device,
+                   kernels: list[Kernels]) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+    """The policy loaded with each attention backend `kernels` use, as a training run loads it, and
+    the combinations skipped because this machine cannot train with their backend (why)."""
+    models, skipped = {}, {}
+    for name in dict.fromkeys(k.attention for k in kernels):
+        try:
+            check_usable(name, device)
+            models[name] = HFCheckpoint(path=str(checkpoint_dir), attn_implementation=name).load_policy().to(device).eval()
+        except ValueError as refusal:
+            skipped.update({k.name: str(refusal) for k in kernels if k.attention == name})
+    return models, skipped
 
 
 def rotary_angles(model: torch.nn.Module, device: torch.device, positions: int = ROTARY_POSITIONS) -> dict:

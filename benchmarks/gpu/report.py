@@ -28,9 +28,13 @@ def _parity(section: dict) -> list[str]:
     lines = ["| precision | kernels | sums rel. error | grads rel. error | plain's (sums / grads) | bound | passed |",
              "|---|---|---|---|---|---|---|"]
     for c in section.get("checks", []):
+        if "error" in c:
+            lines.append(f"| {c['precision']} | {c['kernels']} | FAILED: {c['error'][:160]} | | | | False |")
+            continue
         lines.append(f"| {c['precision']} | {c['kernels']} | {c['sums_rel']:.1e} | {c['grads_rel']:.1e} | "
                      f"{c['plain']['sums_rel']:.1e} / {c['plain']['grads_rel']:.1e} | "
                      f"{c['bound']['sums_rel']:.1e} / {c['bound']['grads_rel']:.1e} | {c['passed']} |")
+    lines += [f"- {kernels}: skipped ({reason})" for kernels, reason in section.get("skipped_kernels", {}).items()]
     lines += ["", "DPO loss at step 0 (policy == reference, must be log 2 = 0.693147):", ""]
     lines += [f"- {c['precision']}, {c['kernels']}: {c['loss']:.6f} (error {c['abs_error']:.1e}) {c['passed']}"
               for c in section.get("dpo_step_zero", [])]

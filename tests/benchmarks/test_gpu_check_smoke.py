@@ -33,6 +33,9 @@ def test_gpu_check_smoke(tmp_path: Path) -> None:
         ("32-true", "shared_prompt+chunked_head")}
     assert [c["passed"] for c in parity["dpo_step_zero"]] == [True]
     assert "bf16-mixed" in parity["skipped"]
+    assert set(parity["skipped_kernels"]) == {  # the CUDA-only attention backends, each with the reason
+        "shared_prompt+chunked_head (flex_attention)", "shared_prompt+chunked_head (varlen)", "packed+chunked_head (varlen)"}
+    assert all("model.attn_implementation" in reason for reason in parity["skipped_kernels"].values())
     assert parity["rotary"]["passed"] and parity["rotary"]["guarded_max_diff"] == 0.0
 
     attention = {(r["backend"], r["length"]): r for r in sections["attention"]["results"]}
