@@ -3,10 +3,13 @@
 The model is built from a config with random weights (16 layers, hidden 2,048, 32 query and 8
 key/value heads, MLP 8,192, vocabulary 128,256, tied embeddings), so nothing is downloaded; the
 tokenizer is trained on the bundled sample pairs and the pairs are those joined into longer ones
-(`inputs.build_inputs`). Both systems keep float32 weights under bf16 autocast (TRL `bf16=True`,
-lit_prefopt `trainer=gpu`, i.e. `bf16-mixed`) with a live reference model, and each runs in its own
-process through the CPU benchmark's runners (`benchmarks.run.execute`), so the timing, token count
-and step log are the same code as there.
+(`inputs.build_inputs`). Both systems keep float32 policy weights under bf16 autocast (TRL
+`bf16=True`, lit_prefopt `trainer=gpu`, i.e. `bf16-mixed`) with a live reference model, and each
+runs in its own process through the CPU benchmark's runners (`benchmarks.run.execute`), so the
+timing, token count and step log are the same code as there. Each runs at its own defaults
+otherwise, which differ: TRL's reference is float32 and it runs without gradient checkpointing
+(its faster setting), lit_prefopt's reference is bfloat16 (`model.reference_dtype` null: the
+compute dtype) and it checkpoints every decoder layer but the last; the ratios include those.
 
 MFU is model FLOPs per second (non-padding tokens, the prompt counted in both rows as the padded
 layout computes it: `benchmarks.flops.step_flops`) over the bf16 matmul peak measured here on
