@@ -49,13 +49,21 @@ def run_child(args: list[str], log_path: Path, env: dict[str, str], timeout_s: f
     return ChildResult(process.returncode, wall, peak, log, tail)
 
 
+LAUNCHER_PREFIXES = ("SLURM_", "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
+                     "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_")
+
+
 def child_env(mmap_threshold: int | None) -> dict[str, str]:
     """The environment both systems run under: offline, quiet, and the same malloc settings.
+
+    A launcher's process-group variables (a SLURM job's, torchrun's) are left out: each child is one
+    single-machine run, and Lightning would otherwise read them as the cluster it belongs to.
 
     docs/ARCHITECTURE.md#cpu-performance-notes: with glibc's dynamic mmap threshold, big per-step allocations are
     mmapped and page-faulted afresh each step; a fixed high threshold keeps them in the heap.
     """
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith(LAUNCHER_PREFIXES)}
+    env = {**inherited, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "disabled",
            "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1",
            # The repository first, then what the caller had (packages installed beside the image's).
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}

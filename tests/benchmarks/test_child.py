@@ -44,3 +44,14 @@ def test_children_keep_the_callers_pythonpath_after_the_repository(tmp_path: Pat
     log_path = tmp_path / "run.steps.json"
     code = f"import json, carried_package, benchmarks; open({str(log_path)!r}, 'w').write(json.dumps({{'max_rss_kib': 1}}))"
     assert run_child(["-c", code], log_path, env, timeout_s=60).returncode == 0
+
+
+def test_children_leave_a_launchers_process_group_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a SLURM job or under torchrun, a child must not take the launcher's ranks for its own
+    cluster (Lightning reads them); everything else of the caller's environment passes through."""
+    for name, value in {"SLURM_NTASKS": "4", "RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "8", "MASTER_PORT": "29500",
+                        "TORCHELASTIC_RUN_ID": "x", "CUDA_VISIBLE_DEVICES": "0", "LIT_PREFOPT_PROBE": "kept"}.items():
+        monkeypatch.setenv(name, value)
+    env = child_env(None)
+    assert not {"SLURM_NTASKS", "RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT", "TORCHELASTIC_RUN_ID"} & set(env)
+    assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["LIT_PREFOPT_PROBE"] == "kept"
