@@ -149,25 +149,28 @@ def check_parity(checkpoint_dir: Path, pairs_path: Path, device: torch.device, p
     policy = checkpoint.load_policy().to(device).eval()
     reference = checkpoint.load_reference().to(device)
     models, skipped_kernels = backend_models(checkpoint_dir, device, backend_combinations(chunk))
-    models["sdpa"] = policy
     matmul_precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")  # float32 means float32 here, not TF32
     try:
         exact = run_kernels(policy, batch, PLAIN, device, None)
         checks, log2_checks = [], []
         kept, skipped = precisions(device)
-        runnable = [k for k in combinations(chunk) + backend_combinations(chunk) if k.attention in models]
+        plains = {precision: distance(run_kernels(policy, batch, PLAIN, device, autocast), exact)
+                  for precision, autocast in kept.items()}
         for precision, autocast in kept.items():
-            plain = distance(run_kernels(policy, batch, PLAIN, device, autocast), exact)
-            for kernels in runnable:
-                if kernels.half_only and autocast is None:
-                    skipped_kernels[f"{kernels.name}, {precision}"] = "FlashAttention kernels take bfloat16 or float16"
-                    continue
-                checks.append({"precision": precision, "kernels": kernels.name, "settings": kernels.settings,
-                               **compare(models[kernels.attention], batch, kernels, device, autocast, exact, precision, plain)})
+            for kernels in combinations(chunk):
+                checks.append(compare(policy, batch, kernels, device, autocast, exact, precision, plains[precision]))
             log2_checks.append(dpo_step_zero(policy, reference, batch, combinations(chunk)[-1], device, autocast,
                                              precision))
         rotary = rotary_angles(policy, device)
+        # Last: a backend that has never run here may leave the device broken for whatever follows.
+        for precision, autocast in kept.items():
+            for kernels in (k for k in backend_combinations(chunk) if k.attention in models):
+                if kernels.half_only and autocast is None:
+                    skipped_kernels[f"{kernels.name}, {precision}"] = "FlashAttention kernels take bfloat16 or float16"
+                    continue
+                checks.append(compare(models[kernels.attention], batch, kernels, device, autocast, exact, precision,
+                                      plains[precision]))
     finally:
         torch.set_float32_matmul_precision(matmul_precision)
     return {
@@ -182,12 +185,13 @@ def compare(model: torch.nn.Module, batch: PreferenceBatch, kernels: Kernels, de
             autocast: torch.dtype | None, exact: Outcome, precision: str, plain: dict[str, float]) -> dict:
     """One combination's distances from the exact run and its bound; an error (a kernel that has never
     run on this device) is recorded as a failed check, and the other combinations still run."""
-    bound = _bound(precision, plain)
+    check = {"precision": precision, "kernels": kernels.name, "settings": kernels.settings, "plain": plain,
+             "bound": _bound(precision, plain)}
     try:
         error = distance(run_kernels(model, batch, kernels, device, autocast), exact)
     except Exception as failure:  # reported, not raised: one broken backend must not hide the rest
-        return {"error": f"{type(failure).__name__}: {failure}", "plain": plain, "bound": bound, "passed": False}
-    return {**error, "plain": plain, "bound": bound, "passed": all(error[key] <= bound[key] for key in error)}
+        return {**check, "error": f"{type(failure).__name__}: {failure}", "passed": False}
+    return {**check, **error, "passed": all(error[key] <= check["bound"][key] for key in error)}
 
 
 def backend_models(checkpoint_dir: Path, device: torch.device,
