@@ -14,21 +14,25 @@ Everything the CPU test suite cannot prove, in one run sized to take under 8 min
 
 `--smoke` runs the same code on tiny shapes in a minute on a CPU (CI runs it); there everything
 that needs CUDA (bf16-mixed, flex, varlen, GPU memory, MFU) is reported as skipped with the reason.
-Results: `DIR/gpu_check.json` (every number) and `DIR/gpu_check.md`, rewritten after each section
-(`complete` is false until the last one ends); the exit status is 1 when a check failed. Nothing
-here imports wandb or tensorboard; child runs log to CSV or not at all.
+The parity and attention sections run in a child process of their own, so a kernel that crashes
+its process fails its section only. Results: `DIR/gpu_check.json` (every number) and
+`DIR/gpu_check.md`, rewritten after each section (`complete` is false until the last one ends);
+the exit status is 1 when a check failed. Nothing here imports wandb or tensorboard; child runs
+log to CSV or not at all.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
 import shutil
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -129,8 +133,9 @@ def check(args: argparse.Namespace, device: torch.device, root: Path) -> int:
     val_pairs.write_text("".join(json.dumps(p) + "\n" for p in list(read_pairs(pairs.path))[: sizes["e2e_batch"]]))
     dtype = torch.bfloat16 if gpu else torch.float32
     bodies = {
-        "parity": lambda: check_parity(checkpoint, pairs.path, device, sizes["parity_pairs"], sizes["chunk"]),
-        "attention": lambda: time_backends(sizes["layouts"], device, dtype, sizes["repeats"]),
+        "parity": lambda: in_child_process(check_parity, checkpoint, pairs.path, device, sizes["parity_pairs"],
+                                           sizes["chunk"]),
+        "attention": lambda: in_child_process(time_backends, sizes["layouts"], device, dtype, sizes["repeats"]),
         "e2e": lambda: run_end_to_end(root / "e2e", checkpoint, pairs.path, val_pairs, gpu, sizes["e2e_steps"],
                                       sizes["e2e_batch"], args.timeout),
         "trl": lambda: compare_with_trl(root / "trl", sizes["trl_shape"], sizes["trl_group"], sizes["trl_max_seq_len"],
@@ -148,6 +153,14 @@ def check(args: argparse.Namespace, device: torch.device, root: Path) -> int:
     write_results(report, args.out, time.perf_counter() - started)
     print((args.out / "gpu_check.md").read_text(), flush=True)
     return 0 if report["passed"] else 1
+
+
+def in_child_process(body: Callable[..., dict], *args: object) -> dict:
+    """Run a section that calls kernels in this process (parity, attention) in a fresh one instead:
+    a kernel that has never run on this GPU may kill its process (a segfault while compiling, a
+    device assert), which then fails that section alone, with the sections after it still run."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(body, *args).result()
 
 
 def write_results(report: dict, out: Path, seconds: float) -> None:
