@@ -58,11 +58,12 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from transformers import AutoConfig, LlamaConfig, PretrainedConfig
 
 from lit_prefopt.kernels.chunked_head import KEEP_SOFTMAX_BYTES
 from lit_prefopt.models.checkpoint import DTYPES, HFCheckpoint
 from lit_prefopt.models.lora import with_lora_adapters
+from lit_prefopt.models.sharding import meta_model
 from lit_prefopt.models.tiny import TinyLlama
 
 GIB = 1024**3
@@ -185,9 +186,7 @@ def model_config(checkpoint: HFCheckpoint) -> PretrainedConfig:
 
 def count_parameters(config: PretrainedConfig, checkpoint: HFCheckpoint) -> tuple[int, int, int]:
     """(all, trainable, outside the decoder layers) parameters, from a model on the meta device."""
-    with torch.device("meta"):
-        model: Any = AutoModelForCausalLM.from_config(config, trust_remote_code=checkpoint.trust_remote_code)
-    model.tie_weights()  # transformers 5.0 leaves a meta-device model untied: a tied head counts once
+    model: Any = meta_model(config, trust_remote_code=checkpoint.trust_remote_code)
     total = sum(p.numel() for p in model.parameters())
     in_layers = sum(p.numel() for layer in model.get_decoder().layers for p in layer.parameters())
     if checkpoint.uses_lora:

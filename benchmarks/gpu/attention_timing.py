@@ -3,8 +3,9 @@
 Every backend of `attention_backends` at every layout, from the same random q/k/v: ms per call
 after a first call (which also compiles), peak memory above the inputs, and the largest difference
 of its output from `dense_sdpa`'s run in float32 on the same inputs, in the same token order, so a
-wrong index or mask shows as a difference rather than as a fast time. A backend this machine lacks is reported as skipped with
-the reason; one that fails is reported with its error and fails the section.
+wrong index or mask shows as a difference rather than as a fast time. A backend this machine lacks
+is reported as skipped with the reason; one that fails is reported with its error and fails the
+section.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ def time_backends(layouts: list[Layout], device: torch.device, dtype: torch.dtyp
         q = torch.randn(*shape, layout.query_heads, layout.head_dim, device=device, dtype=dtype, generator=generator)
         k, v = (torch.randn(*shape, layout.kv_heads, layout.head_dim, device=device, dtype=dtype, generator=generator)
                 for _ in range(2))
-        exact = None  # dense attention in float32, what every backend is compared with
-        layout_results = []
+        exact, tolerance = None, FLOAT32_TOLERANCE  # dense attention in float32 (BACKENDS' first), and its bound
         for name, build in BACKENDS.items():
             result = {"backend": name, **layout.__dict__, "length": layout.length,
                       "dtype": str(dtype).removeprefix("torch.")}
@@ -50,7 +50,11 @@ def time_backends(layouts: list[Layout], device: torch.device, dtype: torch.dtyp
                     with torch.no_grad():
                         exact = attend(q.float(), k.float(), v.float())
                 if exact is not None:
-                    result["max_abs_diff_vs_dense"] = float((output.float() - exact).abs().max())
+                    difference = float((output.float() - exact).abs().max())
+                    if name == "dense_sdpa" and dtype != torch.float32:
+                        tolerance = max(2 * difference, BF16_FLOOR)
+                    result.update(max_abs_diff_vs_dense=difference, tolerance=tolerance,
+                                  matches_dense=difference <= tolerance)
             except Unavailable as reason:
                 result.update(status="skipped", reason=str(reason))
             except Exception as error:  # a broken backend is a finding to report, not a reason to stop
@@ -58,24 +62,10 @@ def time_backends(layouts: list[Layout], device: torch.device, dtype: torch.dtyp
                               traceback=traceback.format_exc()[-2000:])
             if name == "varlen" and result["status"] == "ok":
                 result["kernel"] = varlen_kernel(device)[0]
-            layout_results.append(result)
+            results.append(result)
             release_cached_memory(device)
-        _judge(layout_results, dtype)
-        results += layout_results
     return {"results": results,
             "passed": all(r["status"] != "failed" and r.get("matches_dense", True) for r in results)}
-
-
-def _judge(results: list[dict], dtype: torch.dtype) -> None:
-    """Mark each compared backend of one layout as matching float32 dense attention or not."""
-    dense = next((r for r in results if r["backend"] == "dense_sdpa" and "max_abs_diff_vs_dense" in r), None)
-    if dense is None:
-        return
-    tolerance = FLOAT32_TOLERANCE if dtype == torch.float32 else max(2 * dense["max_abs_diff_vs_dense"], BF16_FLOOR)
-    for result in results:
-        if "max_abs_diff_vs_dense" in result:
-            result["tolerance"] = tolerance
-            result["matches_dense"] = result["max_abs_diff_vs_dense"] <= tolerance
 
 
 def _timed(attend: Callable, q: Tensor, k: Tensor, v: Tensor, device: torch.device,

@@ -8,12 +8,14 @@ is what lets a model bigger than one device's memory start.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_model_state_dict
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from lit_prefopt.models.sharded_read import read_owned_slices
 
@@ -35,6 +37,18 @@ def shard(model: nn.Module, mesh: DeviceMesh, mp_policy: MixedPrecisionPolicy | 
     fully_shard(model, mesh=mesh, mp_policy=policy)
 
 
+def meta_model(config: PretrainedConfig, **from_config: Any) -> PreTrainedModel:
+    """The model `config` describes, on the meta device (no storage), with its tied weights tied.
+
+    transformers 5.0 leaves a model built on the meta device untied (later releases tie it in
+    `from_config`): tied, a tied head is the embedding's one parameter, sharded and counted once.
+    """
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, **from_config)
+    model.tie_weights()
+    return model
+
+
 def load_sharded(
     directory: str,
     mesh: DeviceMesh,
@@ -54,13 +68,7 @@ def load_sharded(
     that holds them exactly (the same, or float32).
     """
     config = AutoConfig.from_pretrained(directory, trust_remote_code=trust_remote_code, local_files_only=True)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(
-            config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code
-        )
-    # transformers 5.0 leaves a model built on the meta device untied (later releases tie it in
-    # from_config): tie before sharding, so a tied head is the embedding's one sharded parameter.
-    model.tie_weights()
+    model = meta_model(config, dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     shard(model, mesh, mp_policy)
     model.to_empty(device=device)
     _restore_non_persistent_buffers(model, device)
