@@ -6,10 +6,8 @@ is recomputed as soon as the backward starts, so keeping them from the forward l
 backward's peak (one layer's activations) as it was and saves one layer's forward per step (a
 quarter of the recomputation of a 4-layer model, 1/32 of an 8B Llama's).
 
-Selective checkpointing that keeps the attention kernel's output (torch's
-`create_selective_checkpoint_contexts`) was measured and left out: on CPU its dispatch mode, which
-sees every op of the checkpointed layers, cost more than the attention it saved (0.44-0.46 s
-against 0.43-0.44 s per step in the benchmark's SimPO run).
+The recomputation skips the attention kernel where it can: checkpointed layers keep its output
+(lit_prefopt.models.kept_attention), one hidden state per token and layer.
 """
 
 from __future__ import annotations
@@ -17,10 +15,19 @@ from __future__ import annotations
 from transformers import PreTrainedModel
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from lit_prefopt.models.kept_attention import kept_attention_contexts
 
-def enable_activation_checkpointing(model: PreTrainedModel) -> None:
-    """Checkpoint each decoder layer but the last (non-reentrant, as FSDP2 and compile need)."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+def enable_activation_checkpointing(model: PreTrainedModel, keep_attention: bool = True) -> None:
+    """Checkpoint each decoder layer but the last (non-reentrant, as FSDP2 and compile need).
+
+    `keep_attention`: keep the attention kernel's output for the recomputation (off for compiled
+    layers, whose graphs are traced without the contexts that keep it).
+    """
+    options: dict = {"use_reentrant": False}
+    if keep_attention:
+        options["context_fn"] = kept_attention_contexts
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
     layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
     if layers:
         layers[-1].gradient_checkpointing = False

@@ -115,7 +115,7 @@ class HFCheckpoint:
         """The trainable policy; sharded over `mesh` (FSDP2, computing as `mp_policy` says) when one is given."""
         model = self._load(self.path, mesh, device, self.dtype, mp_policy)
         if self.gradient_checkpointing:
-            enable_activation_checkpointing(model)
+            enable_activation_checkpointing(model, keep_attention=not self.compile)
         if self.compile:
             # Per decoder layer, in place: parameter names, checkpoints and FSDP's per-layer
             # sharding are untouched, and every layer shares one compiled graph.
