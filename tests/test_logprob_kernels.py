@@ -214,3 +214,15 @@ def test_chunked_head_refuses_a_second_backward_through_a_kept_softmax() -> None
     logps.sum().backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         logps.sum().backward()
+
+
+def test_packed_batch_never_holds_more_tokens_than_the_padded_batch() -> None:
+    """Two 15-token pairs fill one row of 30 beside two 16-token pairs in rows of their own: 3 x 30
+    tokens against the padded 8 x 11. Such a batch packs into rows of at most twice the padded
+    width instead (here one pair per row, 4 x 16), which is what `data.max_num_tokens` bounds."""
+    batch = _batch(prompts=[1, 1, 1, 1], chosen=[7, 7, 10, 10], rejected=[7, 7, 5, 5], vocab=50)
+    assert batch.input_ids.shape == (8, 11)
+    rows = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD, pack_length=30)
+    alone = share_prompts(batch.input_ids, batch.attention_mask, batch.completion_mask, PAD)
+    assert rows.input_ids.shape == alone.input_ids.shape == (4, 16)
+    assert torch.equal(rows.input_ids, alone.input_ids)

@@ -69,6 +69,12 @@ def share_prompts(
     tokens, back to back: each pair goes into the first row with room left, in batch order, and
     only the end of a row is padding. Pairs never attend to each other (their pair ids differ)
     and positions restart per pair, so the log-probs stay those of the padded layout.
+
+    The packed batch never holds more tokens than the padded one, 2 x pairs x W for a padded
+    width W, which is what `data.max_num_tokens` bounds. Rows of the full `pack_length` can (short
+    pairs filling one long row beside long pairs in rows of their own); such a batch is packed
+    into rows of at most 2 W instead: no pair's shared row is longer, so first fit then opens at
+    most one row per pair.
     """
     pairs = input_ids.shape[0] // 2
     lengths = attention_mask.sum(dim=1).tolist()
@@ -82,9 +88,14 @@ def share_prompts(
         rows_ids.append(torch.cat([chosen, rejected[same:]]))
         prefixes.append(same)
         chosen_ends.append(lengths[p])
-    places = _places([len(r) for r in rows_ids], pack_length)
-    rows = 1 + max(row for row, _ in places)
-    width = max(offset + len(ids) for (_, offset), ids in zip(places, rows_ids))
+    row_lengths = [len(r) for r in rows_ids]
+    if pack_length is not None and max(row_lengths) > pack_length:
+        raise ValueError(f"a pair of {max(row_lengths)} shared-row tokens does not fit data.pack_length={pack_length}")
+    places = _places(row_lengths, pack_length)
+    rows, width = _extent(places, row_lengths)
+    if rows * width > input_ids.numel():
+        places = _places(row_lengths, min(pack_length, 2 * input_ids.shape[1]))
+        rows, width = _extent(places, row_lengths)
     ids = torch.full((rows, width), pad_id, dtype=input_ids.dtype)
     pair = torch.full((rows, width), PADDING, dtype=torch.long)
     kind = torch.full((rows, width), PADDING, dtype=torch.long)
@@ -105,21 +116,24 @@ def share_prompts(
     return SharedPrefixRows(ids.to(device), segments, _shared_scored(completion_mask, prefixes, chosen_ends, places))
 
 
-def _places(lengths: list[int], pack_length: int | None) -> list[tuple[int, int]]:
-    """(row, first column) of each pair's tokens: its own row, or first fit into rows of `pack_length`."""
-    if pack_length is None:
+def _places(lengths: list[int], capacity: int | None) -> list[tuple[int, int]]:
+    """(row, first column) of each pair's tokens: its own row, or first fit into rows of `capacity`."""
+    if capacity is None:
         return [(p, 0) for p in range(len(lengths))]
     filled: list[int] = []
     places = []
     for n in lengths:
-        if n > pack_length:
-            raise ValueError(f"a pair of {n} shared-row tokens does not fit data.pack_length={pack_length}")
-        row = next((r for r, used in enumerate(filled) if used + n <= pack_length), len(filled))
+        row = next((r for r, used in enumerate(filled) if used + n <= capacity), len(filled))
         if row == len(filled):
             filled.append(0)
         places.append((row, filled[row]))
         filled[row] += n
     return places
+
+
+def _extent(places: list[tuple[int, int]], row_lengths: list[int]) -> tuple[int, int]:
+    """Rows and width of the laid-out batch: its rows are as wide as the fullest one."""
+    return 1 + max(row for row, _ in places), max(offset + n for (_, offset), n in zip(places, row_lengths))
 
 
 def _first_true(mask: Tensor) -> Tensor:
