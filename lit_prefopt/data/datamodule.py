@@ -200,7 +200,7 @@ class PreferenceDataModule(LightningDataModule):
         _, val = self._sources()
         if val is None:
             return []
-        settings = StreamSettings(**{**self.settings.__dict__, "shuffle": False})
+        settings = StreamSettings(**{**self.settings.__dict__, "shuffle": False, "same_every_epoch": True})
         return self._loader(PreferenceStream(val, self._tokenizer(), settings, *self._rank(), self.tables.get(val.key)))
 
     def _loader(self, stream: PreferenceStream) -> LightningStatefulLoader:

@@ -92,6 +92,9 @@ class StreamSettings:
     seed: int = 0
     mask_source_tokens: bool = True
     max_dropped_fraction: float = 0.5
+    # Validation: every pass reads epoch 0's manifest draws and token-budget batches, so successive
+    # validation losses are measured on the same pairs.
+    same_every_epoch: bool = False
 
     @property
     def groups_by_length(self) -> bool:
@@ -206,6 +209,11 @@ class PreferenceStream(IterableDataset):
     def _next_epoch(self) -> None:
         self.epoch, self.position, self.yielded = self.epoch + 1, 0, 0
 
+    @property
+    def _draw_epoch(self) -> int:
+        """The epoch whose random draws (manifest lines, buckets, shuffle) this pass uses."""
+        return 0 if self.settings.same_every_epoch else self.epoch
+
     def _plans(self, worker: int, num_workers: int, totals: Counter) -> Iterator[_Plan]:
         """The worker's batch plan for the epoch, each batch with the counts since the previous one.
 
@@ -215,7 +223,7 @@ class PreferenceStream(IterableDataset):
         counts: Counter = Counter()
         pairs = self._pairs(worker, num_workers, counts, totals)
         settings = self.settings
-        rng = random.Random(f"buckets/{settings.seed}/{self.epoch}/{worker}")
+        rng = random.Random(f"buckets/{settings.seed}/{self._draw_epoch}/{worker}")
         if settings.max_num_tokens is not None:
             batches = budget_batches(pairs, settings.max_num_tokens, settings.bucket_pool, rng)
         elif settings.groups_by_length:
@@ -240,7 +248,7 @@ class PreferenceStream(IterableDataset):
         settings = self.settings
         lines = (line for draw, line in enumerate(self._lines()) if draw % num_workers == worker)
         if settings.shuffle:
-            lines = shuffled(lines, settings.shuffle_buffer, random.Random(f"shuffle/{settings.seed}/{self.epoch}/{worker}"))
+            lines = shuffled(lines, settings.shuffle_buffer, random.Random(f"shuffle/{settings.seed}/{self._draw_epoch}/{worker}"))
         for index, line in lines:
             if totals["records"] and totals["records"] % DROPPED_CHECK_EVERY == 0:
                 self._check_dropped(totals)
@@ -262,7 +270,7 @@ class PreferenceStream(IterableDataset):
         mixture = self.sources.mixture
         if mixture is None:
             return enumerate(iter_lines(self.sources.files))
-        draws = mixture.lines(self.settings.seed, self.epoch, self.draws)
+        draws = mixture.lines(self.settings.seed, self._draw_epoch, self.draws)
         offsets = self.table.offsets if self.table is not None else (0,) * len(mixture.files)
         return ((offsets[file] + position, line) for file, position, line in draws)
 

@@ -7,16 +7,21 @@
 
 Paths are relative to the manifest. An epoch is `epoch_size` draws (default: the records of all
 listed files together); each draw picks a file with probability proportional to its weight and
-takes that file's next line, starting the file over when it runs out. So the weights are the
-expected proportions of each file in every epoch, whatever the file sizes (a small file with a
-large weight is upsampled, and then repeats within an epoch, by design). The draws come from
-the seed and the epoch number, so they are the same on every rank and every run.
+takes that file's next line, starting the file over when it runs out. A file continues in the
+next epoch where the last one left it, so a file drawn fewer times per epoch than it has lines
+is still read through, epoch after epoch. So the weights are the expected proportions of each
+file in every epoch, whatever the file sizes (a small file with a large weight is upsampled, and
+then repeats within an epoch, by design). The draws come from the seed and the epoch number (a
+file's starting line from the draws of the epochs before), so they are the same on every rank
+and every run, and a resumed run continues them exactly.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +49,16 @@ class Mixture:
     def lines(self, seed: int, epoch: int, draws: int) -> Iterator[tuple[int, int, RawLine]]:
         """The epoch's `draws` lines, sampled by weight, reproducibly from (seed, epoch), each as
         (index of its file, its position among that file's lines, the line)."""
-        rng = random.Random(f"mixture/{seed}/{epoch}")
-        readers = [_cycle(path) for path in self.files]
-        for index in rng.choices(range(len(self.files)), weights=self.weights, k=draws):
+        earlier: Counter[int] = Counter()
+        for past in range(epoch):
+            earlier.update(self._choices(seed, past, draws))
+        readers = [_cycle(path, start=earlier[index]) for index, path in enumerate(self.files)]
+        for index in self._choices(seed, epoch, draws):
             yield index, *next(readers[index])
+
+    def _choices(self, seed: int, epoch: int, draws: int) -> list[int]:
+        """Which file each of the epoch's draws takes its line from."""
+        return random.Random(f"mixture/{seed}/{epoch}").choices(range(len(self.files)), weights=self.weights, k=draws)
 
 
 def load_manifest(manifest: Path, key: str) -> Mixture:
@@ -78,8 +89,10 @@ def load_manifest(manifest: Path, key: str) -> Mixture:
     return Mixture(tuple(files), tuple(weights), epoch_size)
 
 
-def _cycle(path: Path) -> Iterator[tuple[int, RawLine]]:
-    """A file's lines over and over, each with its position in the file (an empty file yields its
-    problem once per cycle)."""
+def _cycle(path: Path, start: int = 0) -> Iterator[tuple[int, RawLine]]:
+    """A file's lines over and over from the `start`-th (counted over the cycles), each with its
+    position in the file (an empty file yields its problem once per cycle)."""
+    skip = start % sum(1 for _ in read_lines(path)) if start else 0
     while True:
-        yield from enumerate(read_lines(path))
+        yield from itertools.islice(enumerate(read_lines(path)), skip, None)
+        skip = 0

@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from lit_prefopt.data.datamodule import PreferenceDataModule
 from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
 from lit_prefopt.data.sources import resolve_sources
 from lit_prefopt.data.tokenize import PairTokenizer
@@ -120,6 +121,37 @@ def test_manifest_mixture_follows_the_weights(tmp_path, write_jsonl, tokenizer):
     assert len(ids) == 4000 and abs(share_a - 0.75) < 0.03
     assert real_ids(loader(tmp_path / "mix", tokenizer, batch_size=50, seed=7)) == ids
     assert Counter(ids)["0"] > 1  # the small file is upsampled, as its weight asks
+
+
+def _mixture_of_two(tmp_path, write_jsonl, weights: tuple[int, int], epoch_size: int | None = None):
+    write_jsonl("mix/a.jsonl", [pair(i) for i in range(100)])
+    write_jsonl("mix/b.jsonl", [pair(100 + i) for i in range(100)])
+    spec = {"files": [{"path": "a.jsonl", "weight": weights[0]}, {"path": "b.jsonl", "weight": weights[1]}]}
+    (tmp_path / "mix" / "manifest.json").write_text(json.dumps({**spec, **({"epoch_size": epoch_size} if epoch_size else {})}))
+    return tmp_path / "mix"
+
+
+def test_manifest_files_continue_where_the_previous_epoch_left_them(tmp_path, write_jsonl, tokenizer):
+    """Weights 3:1 over two 100-line files: b.jsonl gets ~50 of an epoch's 200 draws. Each epoch
+    takes its next lines, so four epochs read all of it (not the same first ~50 every epoch)."""
+    epochs = loader(_mixture_of_two(tmp_path, write_jsonl, (3, 1)), tokenizer, batch_size=10, seed=3, shuffle=False)
+    b_lines = [[int(i) - 100 for i in real_ids(epochs) if int(i) >= 100] for _ in range(4)]
+    assert b_lines[1][0] == len(b_lines[0]) % 100  # the second epoch starts after the first's last line
+    assert set(sum(b_lines, [])) == set(range(100))
+
+
+def test_a_stream_that_is_the_same_every_epoch_repeats_its_draws(tmp_path, write_jsonl, tokenizer):
+    """Validation: every pass over a manifest reads the same pairs (epoch 0's draws); a training
+    stream draws a new sample each epoch."""
+    mix = _mixture_of_two(tmp_path, write_jsonl, (1, 1), epoch_size=40)
+    validation = loader(mix, tokenizer, batch_size=8, shuffle=False, same_every_epoch=True)
+    training = loader(mix, tokenizer, batch_size=8, shuffle=False)
+    assert [real_ids(validation) for _ in range(3)] == [real_ids(validation)] * 3
+    assert real_ids(training) != real_ids(training)
+    module = PreferenceDataModule(train_files=[str(mix)], val_files=[str(mix)], batch_size=8, validate=False)
+    module.set_tokenizer(tokenizer)
+    passes = module.val_dataloader()
+    assert [real_ids(passes) for _ in range(3)] == [real_ids(validation)] * 3
 
 
 def test_resume_on_another_number_of_ranks_stops_saying_why(write_jsonl, tokenizer):
