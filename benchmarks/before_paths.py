@@ -1,4 +1,4 @@
-"""The scale path as it was before issue 10, rebuilt for the scale benchmark's "before" run.
+"""The scale path as it was before the scale work, rebuilt for the scale benchmark's "before" run.
 
 Three old behaviours are no longer reachable by settings, on purpose (each was a bug at scale),
 so the benchmark reconstructs them here from the code they replaced, and says so in its results:

@@ -28,7 +28,7 @@ DEFAULT_PAIRS = Path(__file__).resolve().parents[1] / "data" / "hh_harmless" / "
 
 @dataclass(frozen=True)
 class ModelShape:
-    """A Llama architecture; the defaults are the ~7M-parameter model of issue 6."""
+    """A Llama architecture; the defaults are the benchmark's ~7M-parameter model."""
 
     hidden_size: int = 256
     num_hidden_layers: int = 4

@@ -1,4 +1,5 @@
-"""Scale on CPU: FSDP2 over 2 gloo processes, a ~320M-parameter Llama, before and after issue 10.
+"""Scale on CPU: FSDP2 over 2 gloo processes, a ~320M-parameter Llama, before and after the scale
+work (bf16 FSDP2 policy, sharded loading and export).
 
 `python -m benchmarks.scale` builds a Llama of random weights from a config (bf16 safetensors, as
 checkpoints are published; a byte-level BPE tokenizer trained on the bundled pairs), saves it once
@@ -237,7 +238,7 @@ def markdown(report: dict) -> str:
     files = ", ".join(f"{v} {runs[v][0]['export_file_mib']:,.0f}" for v in runs)
     shape = ", ".join(f"{k} {v}" for k, v in report["shape"].items())
     return "\n".join([
-        "# Scale on CPU: FSDP2, 2 gloo processes, before and after issue 10", "",
+        "# Scale on CPU: FSDP2, 2 gloo processes, before and after the scale work (bf16 FSDP2 policy, sharded loading and export)", "",
         f"Command: `{report['command']}`", "",
         f"Machine: {report['machine']}", "",
         f"Model: Llama ({shape}), {report['parameters'] / 1e6:.0f}M parameters, random weights, "
