@@ -4,6 +4,7 @@ output where it can, and changes no gradient."""
 from __future__ import annotations
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lit_prefopt.models.activation_checkpointing import enable_activation_checkpointing
@@ -42,24 +43,25 @@ def test_gradients_equal_the_model_without_checkpointing() -> None:
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=1e-6, msg=name)
 
+class CountFlashAttention(TorchDispatchMode):
+    """Counts the CPU FlashAttention forward kernel's runs inside the block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default:
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
 
 
 def _flash_calls(model: LlamaForCausalLM, **inputs: torch.Tensor) -> tuple[dict[str, torch.Tensor], int]:
     """Gradients of a summed-logits loss, and how often the CPU FlashAttention forward kernel ran."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        calls = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default:
-                Count.calls += 1
-            return func(*args, **(kwargs or {}))
-
     model.zero_grad()
-    with Count():
+    with CountFlashAttention() as count:
         model(**inputs, use_cache=False).logits.float().square().mean().backward()
-    return {name: p.grad.clone() for name, p in model.named_parameters()}, Count.calls
+    return {name: p.grad.clone() for name, p in model.named_parameters()}, count.calls
 
 
 def _shared_prompt_mask(rows: int, length: int, prompt: int) -> torch.Tensor:

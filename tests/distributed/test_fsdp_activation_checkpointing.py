@@ -14,28 +14,19 @@ from tests.gloo import gloo_group, rendezvous, spawn_ranks
 def worker(rank: int, rendezvous_file: str, model_dir: str, out: str, keep_attention: bool) -> None:
     with gloo_group(rank, rendezvous_file):
         from torch.distributed.device_mesh import init_device_mesh
-        from torch.utils._python_dispatch import TorchDispatchMode
 
         from lit_prefopt.models.activation_checkpointing import enable_activation_checkpointing
         from lit_prefopt.models.checkpoint import HFCheckpoint
-        from tests.test_activation_checkpointing import _shared_prompt_mask
-
-        class CountFlash(TorchDispatchMode):
-            calls = 0
-
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                if func is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default:
-                    CountFlash.calls += 1
-                return func(*args, **(kwargs or {}))
+        from tests.test_activation_checkpointing import CountFlashAttention, _shared_prompt_mask
 
         policy = HFCheckpoint(path=model_dir, gradient_checkpointing=True).load_policy(mesh=init_device_mesh("cpu", (2,)))
         enable_activation_checkpointing(policy, keep_attention=keep_attention)
         generator = torch.Generator().manual_seed(rank)
         ids = torch.randint(4, policy.config.vocab_size, (2, 12), generator=generator)
-        with CountFlash():
+        with CountFlashAttention() as count:
             policy(input_ids=ids, attention_mask=_shared_prompt_mask(2, 12, prompt=4), use_cache=False).logits.square().mean().backward()
         grads = {name: p.grad.full_tensor() for name, p in policy.named_parameters()}
-        torch.save({"grads": grads, "flash_calls": CountFlash.calls, "layers": policy.config.num_hidden_layers}, f"{out}.{rank}")
+        torch.save({"grads": grads, "flash_calls": count.calls, "layers": policy.config.num_hidden_layers}, f"{out}.{rank}")
 
 
 @pytest.mark.slow
