@@ -49,9 +49,7 @@ class Mixture:
     def lines(self, seed: int, epoch: int, draws: int) -> Iterator[tuple[int, int, RawLine]]:
         """The epoch's `draws` lines, sampled by weight, reproducibly from (seed, epoch), each as
         (index of its file, its position among that file's lines, the line)."""
-        earlier: Counter[int] = Counter()
-        for past in range(epoch):
-            earlier.update(self._choices(seed, past, draws))
+        earlier = self._drawn_before(seed, epoch, draws)
         readers = [_cycle(path, start=earlier[index]) for index, path in enumerate(self.files)]
         for index in self._choices(seed, epoch, draws):
             yield index, *next(readers[index])
@@ -59,6 +57,18 @@ class Mixture:
     def _choices(self, seed: int, epoch: int, draws: int) -> list[int]:
         """Which file each of the epoch's draws takes its line from."""
         return random.Random(f"mixture/{seed}/{epoch}").choices(range(len(self.files)), weights=self.weights, k=draws)
+
+    def _drawn_before(self, seed: int, epoch: int, draws: int) -> Counter[int]:
+        """Lines each file gave in the epochs before `epoch`: running totals kept per process, so
+        each epoch's choices are replayed once, not once per later epoch."""
+        totals = _DRAWN_BEFORE.setdefault((self, seed, draws), [Counter()])
+        while len(totals) <= epoch:
+            totals.append(totals[-1] + Counter(self._choices(seed, len(totals) - 1, draws)))
+        return totals[epoch]
+
+
+_DRAWN_BEFORE: dict[tuple[Mixture, int, int], list[Counter[int]]] = {}
+"""Per (mixture, seed, draws per epoch): how many lines each file gave before epoch 0, 1, ..."""
 
 
 def load_manifest(manifest: Path, key: str) -> Mixture:
