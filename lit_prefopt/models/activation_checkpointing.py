@@ -27,7 +27,10 @@ def enable_activation_checkpointing(model: PreTrainedModel, keep_attention: bool
     options: dict = {"use_reentrant": False}
     if keep_attention:
         options["context_fn"] = kept_attention_contexts
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:  # transformers before the rename; the old name warns of its removal in v6
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
     layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
     if layers:
         layers[-1].gradient_checkpointing = False
