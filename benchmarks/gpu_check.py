@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import multiprocessing.connection
 import platform
 import shutil
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -110,7 +110,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes, a minute on a CPU: checks the script")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where gpu_check.json and gpu_check.md go")
     parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
-    parser.add_argument("--timeout", type=float, default=600, help="seconds for each child run")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds for each child process (a section's, or each run's)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (models, runs, logs)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -134,8 +134,9 @@ def check(args: argparse.Namespace, device: torch.device, root: Path) -> int:
     dtype = torch.bfloat16 if gpu else torch.float32
     bodies = {
         "parity": lambda: in_child_process(check_parity, checkpoint, pairs.path, device, sizes["parity_pairs"],
-                                           sizes["chunk"]),
-        "attention": lambda: in_child_process(time_backends, sizes["layouts"], device, dtype, sizes["repeats"]),
+                                           sizes["chunk"], timeout_s=args.timeout),
+        "attention": lambda: in_child_process(time_backends, sizes["layouts"], device, dtype, sizes["repeats"],
+                                              timeout_s=args.timeout),
         "e2e": lambda: run_end_to_end(root / "e2e", checkpoint, pairs.path, val_pairs, gpu, sizes["e2e_steps"],
                                       sizes["e2e_batch"], args.timeout),
         "trl": lambda: compare_with_trl(root / "trl", sizes["trl_shape"], sizes["trl_group"], sizes["trl_max_seq_len"],
@@ -155,12 +156,41 @@ def check(args: argparse.Namespace, device: torch.device, root: Path) -> int:
     return 0 if report["passed"] else 1
 
 
-def in_child_process(body: Callable[..., dict], *args: object) -> dict:
+def in_child_process(body: Callable[..., dict], *args: object, timeout_s: float) -> dict:
     """Run a section that calls kernels in this process (parity, attention) in a fresh one instead:
     a kernel that has never run on this GPU may kill its process (a segfault while compiling, a
-    device assert), which then fails that section alone, with the sections after it still run."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(body, *args).result()
+    device assert) or hang it (a stuck compile), which then fails that section alone, after at most
+    `timeout_s`, with the sections after it still run."""
+    context = multiprocessing.get_context("spawn")
+    receiving, sending = context.Pipe(duplex=False)
+    child = context.Process(target=_send_result, args=(sending, body, args), daemon=True)
+    child.start()
+    sending.close()
+    try:
+        if not receiving.poll(timeout_s):
+            raise TimeoutError(f"no result after {timeout_s:.0f} s (--timeout)")
+        try:
+            outcome, value = receiving.recv()
+        except EOFError:
+            child.join(5)
+            raise RuntimeError(f"the section's process died (exit code {child.exitcode})") from None
+        if outcome == "error":
+            raise RuntimeError(f"in the section's process:\n{value}")
+        return value
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+
+
+def _send_result(sending: multiprocessing.connection.Connection, body: Callable[..., dict], args: tuple) -> None:
+    """The child's side of `in_child_process`: the section's result, or its traceback."""
+    try:
+        message = ("ok", body(*args))
+    except Exception:
+        message = ("error", traceback.format_exc())
+    sending.send(message)
+    sending.close()
 
 
 def write_results(report: dict, out: Path, seconds: float) -> None:

@@ -74,7 +74,10 @@ def run_end_to_end(root: Path, checkpoint: Path, pairs: Path, val_pairs: Path, g
         result = {"name": run.name, "overrides": list(run.overrides), "returncode": child.returncode,
                   "wall_s": child.wall_s, "peak_cuda_gib": (child.log or {}).get("peak_cuda_gib")}
         if child.returncode == 0:
-            result["checks"] = check_run(root / run.run_name, run, checkpoint, gpu, log_path.with_suffix(".stderr"))
+            try:
+                result["checks"] = check_run(root / run.run_name, run, checkpoint, gpu, log_path.with_suffix(".stderr"))
+            except Exception as error:  # a missing or malformed output fails this run, not the runs already checked
+                result.update(checks={"outputs_readable": False}, error=f"{type(error).__name__}: {error}")
         else:
             result.update(checks={"exit_0": False}, error=child.stderr_tail)
         result["passed"] = all(value is not False for value in result["checks"].values())

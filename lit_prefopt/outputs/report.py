@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -47,10 +48,19 @@ def peak_cuda_memory_gib() -> float | None:
 
 
 def write_curves(metrics_csv: Path, target: Path) -> bool:
-    """Plot train/val loss, reward margin and accuracy over steps; False when there is no CSV."""
+    """Plot train/val loss, reward margin and accuracy over steps; False when there is no CSV.
+
+    Also False, with a warning, when matplotlib cannot be imported (an image given only the wheels a
+    run needs, as the GPU check's recipe installs): the plot is a convenience, and the run it would
+    show has finished and saved everything else.
+    """
     if not metrics_csv.is_file():
         return False
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:
+        warnings.warn(f"{target} not written: matplotlib cannot be imported ({error})", stacklevel=2)
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
