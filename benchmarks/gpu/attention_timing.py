@@ -22,10 +22,13 @@ from benchmarks.gpu.attention_layouts import Layout
 
 FLOAT32_TOLERANCE = 1e-4
 """Largest difference of a float32 backend from float32 dense attention."""
+BF16_SLACK = 4.0
 BF16_FLOOR = 1e-3
-"""A bf16 backend may differ from float32 dense attention by twice dense bf16's own difference (each
-kernel rounds its probabilities to bf16 its own way), and by at least this much: a fixed absolute
-bound over tens of millions of outputs would fail a correct kernel on one rounding step."""
+"""A bf16 backend may differ from float32 dense attention by `BF16_SLACK` times dense bf16's own
+difference (each kernel rounds its probabilities to bf16 its own way, and the largest of tens of
+millions of rounding errors varies between kernels), and by at least `BF16_FLOOR`: a fixed absolute
+bound would fail a correct kernel on one rounding step. A wrong mask moves outputs by their own size,
+far above either."""
 
 
 def time_backends(layouts: list[Layout], device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
@@ -52,7 +55,7 @@ def time_backends(layouts: list[Layout], device: torch.device, dtype: torch.dtyp
                 if exact is not None:
                     difference = float((output.float() - exact).abs().max())
                     if name == "dense_sdpa" and dtype != torch.float32:
-                        tolerance = max(2 * difference, BF16_FLOOR)
+                        tolerance = max(BF16_SLACK * difference, BF16_FLOOR)
                     result.update(max_abs_diff_vs_dense=difference, tolerance=tolerance,
                                   matches_dense=difference <= tolerance)
             except Unavailable as reason:
