@@ -8,10 +8,11 @@ on a real model. Each check names the config key and the value it got.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+
+from lit_prefopt.config_values import is_int, is_number, require_number
 
 # Trainer arguments that train() builds from the config groups of the same names.
 GROUP_BUILT_TRAINER_ARGUMENTS = ("strategy", "logger", "callbacks")
@@ -19,6 +20,8 @@ GROUP_BUILT_TRAINER_ARGUMENTS = ("strategy", "logger", "callbacks")
 
 def check_config(cfg: DictConfig) -> None:
     """Raise ValueError naming the first key whose value cannot train."""
+    if cfg.get("seed") is not None and not is_int(cfg.seed):
+        raise ValueError(f"seed must be a whole number, got {cfg.seed!r}")
     check_trainer(cfg.trainer)
     check_optimizer(cfg.optimizer)
     if cfg.get("scheduler"):
@@ -27,13 +30,20 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_trainer(trainer: DictConfig) -> None:
-    """Training is counted in optimizer steps (the data streams), so it needs at least one."""
+    """Training is counted in optimizer steps (the data streams), so it needs at least one; the
+    step settings Lightning would only trip over mid-run (a modulo by zero) are whole numbers >= 1."""
     max_steps = trainer.get("max_steps")
-    if not _is_int(max_steps) or max_steps < 1:
+    if not is_int(max_steps) or max_steps < 1:
         raise ValueError(
             f"trainer.max_steps must be a whole number of optimizer steps >= 1, got {max_steps!r} "
             "(0 would export the untrained starting model, -1 would never stop: the data streams)"
         )
+    for key in ("accumulate_grad_batches", "log_every_n_steps"):
+        value = trainer.get(key)
+        if value is not None and (not is_int(value) or value < 1):
+            raise ValueError(f"trainer.{key} must be a whole number >= 1, got {value!r}")
+    if trainer.get("gradient_clip_val") is not None:  # a negative norm bound would flip every gradient
+        _check_number(trainer, "trainer", "gradient_clip_val", low=0.0)
     for name in GROUP_BUILT_TRAINER_ARGUMENTS:
         if trainer.get(name) is not None:
             raise ValueError(f"trainer.{name} is built from the `{name}` config group: set {name}=<option> instead")
@@ -47,7 +57,7 @@ def check_optimizer(optimizer: DictConfig) -> None:
     _check_number(optimizer, "optimizer", "momentum", low=0.0)
     betas = optimizer.get("betas")
     if betas is not None:
-        if len(betas) != 2 or not all(_is_number(b) and 0.0 <= b < 1.0 for b in betas):
+        if len(betas) != 2 or not all(is_number(b) and 0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"optimizer.betas must be two numbers in [0, 1), got {list(betas)!r}")
 
 
@@ -55,10 +65,10 @@ def check_scheduler(scheduler: DictConfig, max_steps: int) -> None:
     """Warm-up must end within the schedule, and a decay must end at a fraction of the lr."""
     total = scheduler.get("total_steps", max_steps)
     total_key = "trainer.max_steps" if total == max_steps else "scheduler.total_steps"
-    if not _is_int(total) or total < 1:
+    if not is_int(total) or total < 1:
         raise ValueError(f"{total_key} must be a whole number >= 1, got {total!r}")
     warmup = scheduler.get("warmup_steps", 0)
-    if not _is_int(warmup) or warmup < 0:
+    if not is_int(warmup) or warmup < 0:
         raise ValueError(f"scheduler.warmup_steps must be a whole number >= 0, got {warmup!r}")
     if warmup >= total:
         raise ValueError(
@@ -84,18 +94,5 @@ def check_sweep(cfg: DictConfig) -> None:
 def _check_number(
     node: DictConfig, group: str, key: str, low: float, high: float = math.inf, low_inclusive: bool = True
 ) -> None:
-    if key not in node:
-        return
-    value = node[key]
-    above = _is_number(value) and (value >= low if low_inclusive else value > low)
-    if not (above and value <= high and math.isfinite(value)):
-        bound = f"{'>=' if low_inclusive else '>'} {low:g}" + (f" and <= {high:g}" if high != math.inf else "")
-        raise ValueError(f"{group}.{key} must be a number {bound}, got {value!r}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    if key in node:
+        require_number(f"{group}.{key}", node[key], low, high, low_inclusive)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_prefopt.config_values import require_number
 from lit_prefopt.criteria.base import CriterionOutput, PairLogps, as_float32
 from lit_prefopt.criteria.simpo import SimPO
 
@@ -50,7 +51,7 @@ class AlphaPO(SimPO):
         nll_scale: float = 0.0,
     ) -> None:
         super().__init__(beta=beta, gamma=gamma, gamma_beta_ratio=gamma_beta_ratio, nll_scale=nll_scale)
-        self.alpha = float(alpha)
+        self.alpha = require_number("criterion.alpha", alpha)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
         return CriterionOutput(*alphapo_loss(*logps.reduced(self.reduction), self.beta, self.alpha, self.gamma))

@@ -14,6 +14,8 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from lit_prefopt.config_values import require_number
+
 LogprobReduction = Literal["sum", "avg"]
 
 
@@ -91,17 +93,13 @@ class CriterionOutput:
 
 
 def require_positive(key: str, value: float) -> float:
-    """Reject a non-positive hyperparameter, naming its config key."""
-    if not value > 0:
-        raise ValueError(f"{key} must be > 0, got {value}")
-    return float(value)
+    """A finite hyperparameter > 0, else a ValueError naming its config key."""
+    return require_number(key, value, low=0.0, low_inclusive=False)
 
 
 def require_non_negative(key: str, value: float) -> float:
-    """Reject a negative hyperparameter, naming its config key."""
-    if not value >= 0:
-        raise ValueError(f"{key} must be >= 0, got {value}")
-    return float(value)
+    """A finite hyperparameter >= 0, else a ValueError naming its config key."""
+    return require_number(key, value, low=0.0)
 
 
 class Criterion(nn.Module):

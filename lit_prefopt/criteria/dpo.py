@@ -15,15 +15,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_prefopt.config_values import require_number
 from lit_prefopt.criteria.base import CriterionOutput, PairLogps
 from lit_prefopt.criteria.reference_margin import RewardCriterion, implicit_rewards
 
 
 def require_label_smoothing(value: float) -> float:
     """eps in [0, 0.5): at 0.5 the labels carry no information (and robust DPO divides by 1 - 2 eps)."""
-    if not 0.0 <= value < 0.5:
-        raise ValueError(f"criterion.label_smoothing must be in [0, 0.5), got {value}")
-    return float(value)
+    return require_number("criterion.label_smoothing", value, 0.0, 0.5, high_inclusive=False)
 
 
 def dpo_loss(

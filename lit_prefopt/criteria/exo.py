@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_prefopt.config_values import require_number
 from lit_prefopt.criteria.base import CriterionOutput, PairLogps
 from lit_prefopt.criteria.reference_margin import RewardCriterion, implicit_rewards
 
@@ -44,9 +45,9 @@ class EXOPair(RewardCriterion):
 
     def __init__(self, beta: float = 0.1, label_smoothing: float = 1e-3, nll_scale: float = 0.0) -> None:
         super().__init__(beta, nll_scale)
-        if not 0.0 < label_smoothing < 0.5:
-            raise ValueError(f"criterion.label_smoothing must be in (0, 0.5), got {label_smoothing}")
-        self.label_smoothing = float(label_smoothing)
+        self.label_smoothing = require_number(
+            "criterion.label_smoothing", label_smoothing, 0.0, 0.5, low_inclusive=False, high_inclusive=False
+        )
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
         return CriterionOutput(*exo_pair_loss(*self.inputs(logps), self.beta, self.label_smoothing))

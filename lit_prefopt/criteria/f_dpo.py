@@ -15,12 +15,14 @@ for DPO, so dashboards compare across divergences.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_prefopt.config_values import require_number
 from lit_prefopt.criteria.base import CriterionOutput, PairLogps
 from lit_prefopt.criteria.reference_margin import RewardCriterion, log_ratios
 
@@ -64,10 +66,9 @@ class FDivergenceDPO(RewardCriterion):
         super().__init__(beta, nll_scale)
         if divergence not in F_PRIMES:
             raise ValueError(f"criterion.divergence must be one of {sorted(F_PRIMES)}, got {divergence!r}")
-        if divergence == "alpha" and not 0.0 < alpha < 1.0:
-            raise ValueError(f"criterion.alpha must be in (0, 1), got {alpha}")
+        bounds = (0.0, 1.0) if divergence == "alpha" else (-math.inf, math.inf)  # only the alpha-divergence reads it
         self.divergence = divergence
-        self.alpha = float(alpha)
+        self.alpha = require_number("criterion.alpha", alpha, *bounds, low_inclusive=False, high_inclusive=False)
 
     def forward(self, logps: PairLogps) -> CriterionOutput:
         return CriterionOutput(*f_dpo_loss(*self.inputs(logps), self.beta, self.divergence, self.alpha))

@@ -18,6 +18,7 @@ from typing import Any
 import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 
+from lit_prefopt.config_values import require_number
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.collate import with_shared_prompts
 from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
@@ -111,8 +112,7 @@ class PreferenceDataModule(LightningDataModule):
         _check_int("data.shuffle_buffer", shuffle_buffer, minimum=1, what="a positive integer")
         _check_int("data.bucket_pool", bucket_pool, minimum=1, what="a positive integer")
         _check_int("data.seed", seed, minimum=None, what="an integer")
-        if isinstance(max_dropped_fraction, bool) or not isinstance(max_dropped_fraction, (int, float)) or not 0 <= max_dropped_fraction <= 1:
-            raise ValueError(f"data.max_dropped_fraction must be a number in [0, 1], got {max_dropped_fraction!r}")
+        require_number("data.max_dropped_fraction", max_dropped_fraction, 0.0, 1.0)
         if not train_files:
             raise ValueError("data.train_files is empty: give at least one file or directory")
         self.train_files = _as_list(train_files)

@@ -142,6 +142,16 @@ def test_shapes_follow_the_batch(name: str) -> None:
         (lambda: FDivergenceDPO("alpha", alpha=1.5), "criterion.alpha"),
         (lambda: WeightedSum({}), "criterion.terms"),
         (lambda: WeightedSum({"a": {"criterion": DPO(), "weight": -1}}), "criterion.terms.a.weight"),
+        # What a typed override can hand over: a string, a bool (Python's 1), an infinity.
+        (lambda: DPO(beta="abc"), "criterion.beta"),
+        (lambda: DPO(beta=True), "criterion.beta"),
+        (lambda: DPO(beta=float("inf")), "criterion.beta"),
+        (lambda: DPO(label_smoothing="0.1"), "criterion.label_smoothing"),
+        (lambda: SimPO(gamma=float("nan")), "criterion.gamma"),
+        (lambda: AlphaPO(alpha="abc"), "criterion.alpha"),
+        (lambda: AlphaPO(alpha=float("inf")), "criterion.alpha"),
+        (lambda: FDivergenceDPO("js", alpha="x"), "criterion.alpha"),
+        (lambda: EXOPair(label_smoothing=True), "criterion.label_smoothing"),
     ],
 )
 def test_bad_hyperparameters_name_their_key(build_bad, key: str) -> None:
