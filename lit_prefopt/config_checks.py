@@ -62,7 +62,8 @@ def check_optimizer(optimizer: DictConfig) -> None:
 
 
 def check_scheduler(scheduler: DictConfig, max_steps: int) -> None:
-    """Warm-up must end within the schedule, and a decay must end at a fraction of the lr."""
+    """Warm-up must end within the schedule, a decay must end at a fraction of the lr, and no step
+    may come after a decay to zero."""
     total = scheduler.get("total_steps", max_steps)
     total_key = "trainer.max_steps" if total == max_steps else "scheduler.total_steps"
     if not is_int(total) or total < 1:
@@ -75,6 +76,12 @@ def check_scheduler(scheduler: DictConfig, max_steps: int) -> None:
             f"scheduler.warmup_steps={warmup} is not below {total_key}={total}: the whole run would be warm-up"
         )
     _check_number(scheduler, "scheduler", "final_lr_scale", low=0.0, high=1.0)
+    if total < max_steps and scheduler.get("final_lr_scale", 1.0) == 0.0:
+        raise ValueError(
+            f"scheduler.total_steps={total} ends before trainer.max_steps={max_steps} and decays to "
+            f"scheduler.final_lr_scale=0: steps {total} to {max_steps - 1} would run at learning rate 0 and train "
+            "nothing; let the schedule end at max_steps, or give final_lr_scale > 0 to keep training at that rate"
+        )
 
 
 def check_sweep(cfg: DictConfig) -> None:

@@ -117,16 +117,28 @@ def check_resume_config(saved: dict[str, Any], new: dict[str, Any], checkpoint: 
         "with the changes anyway. (A changed world size is refused by the data loader in any case.)"
     )
     if any(key.startswith("scheduler.total_steps") for key in refused):
-        message += (
-            "\nThe learning-rate schedule is defined over trainer.max_steps: a longer run would restart its decay "
-            f"at a higher rate. Keep the schedule with scheduler.total_steps={before.get('scheduler.total_steps')} "
-            "(the rate then stays at its final value), or resume_allow_changes=true to stretch it over the new "
-            "max_steps."
-        )
+        message += "\n" + _schedule_hint(before)
     if allow_changes:
         log.warning("resume_allow_changes=true: %s", message)
         return
     raise ResumeConfigMismatch(message)
+
+
+def _schedule_hint(before: dict) -> str:
+    """How to extend a run whose decaying schedule was defined over its old trainer.max_steps."""
+    total, final = before.get("scheduler.total_steps"), before.get("scheduler.final_lr_scale", 0.0)
+    stretch = "resume_allow_changes=true stretches it over the new max_steps (from the first resumed step on)"
+    if final:
+        return (
+            "The learning-rate schedule is defined over trainer.max_steps: a longer run would restart its decay at a "
+            f"higher rate. Keep the schedule with scheduler.total_steps={total} (the rate then stays at its final "
+            f"value, final_lr_scale={final} x lr), or {stretch}."
+        )
+    return (
+        f"The learning-rate schedule decays to 0 at step {total}, so keeping it (scheduler.total_steps={total}) would "
+        f"train nothing after that: {stretch}, or start a new run from this checkpoint (model.path=<its path>) with "
+        "a schedule of its own (e.g. scheduler=constant)."
+    )
 
 
 def _matches(key: str, prefixes: Sequence[str]) -> bool:

@@ -19,6 +19,7 @@ BAD_SETTINGS = [
     (("scheduler.warmup_steps=100",), r"scheduler\.warmup_steps=100 is not below trainer\.max_steps=100"),
     (("scheduler=constant", "scheduler.warmup_steps=-1"), r"scheduler\.warmup_steps must be a whole number >= 0"),
     (("scheduler.final_lr_scale=2",), r"scheduler\.final_lr_scale must be a number in \[0, 1\]"),
+    (("scheduler.total_steps=50",), r"scheduler\.total_steps=50 ends before trainer\.max_steps=100 .* learning rate 0"),
     (("trainer.max_steps=0",), r"trainer\.max_steps must be a whole number of optimizer steps >= 1, got 0"),
     (("trainer.max_steps=-1",), r"trainer\.max_steps must be .* got -1"),
     (("trainer.accumulate_grad_batches=0",), r"trainer\.accumulate_grad_batches must be a whole number >= 1, got 0"),

@@ -33,6 +33,15 @@ def test_check_lists_allowed_changes_and_refuses_what_changes_training(caplog) -
     check_resume_config(saved, changed, Path("last.ckpt"), allow_changes=True)  # said explicitly: continues
 
 
+@pytest.mark.parametrize("final, offered", [(0.1, "scheduler.total_steps=4 (the rate then stays"), (0.0, "start a new run")])
+def test_extending_a_schedule_offers_keeping_it_only_where_it_still_trains(final: float, offered: str) -> None:
+    saved = {"trainer": {"max_steps": 4}, "scheduler": {"total_steps": 4, "final_lr_scale": final}}
+    longer = {"trainer": {"max_steps": 8}, "scheduler": {"total_steps": 8, "final_lr_scale": final}}
+    with pytest.raises(ResumeConfigMismatch, match=r"scheduler\.total_steps: 4 -> 8") as refused:
+        check_resume_config(saved, longer, Path("last.ckpt"), allow_changes=False)
+    assert offered in str(refused.value) and "resume_allow_changes=true" in str(refused.value)
+
+
 @pytest.mark.slow
 def test_resume_refuses_another_criterion_or_data_and_accepts_moved_data(compose, tmp_path: Path) -> None:
     data = tmp_path / "data"
@@ -58,8 +67,12 @@ def test_resume_refuses_another_criterion_or_data_and_accepts_moved_data(compose
 def test_extending_a_cosine_schedule_is_refused_or_stretched_over_the_new_max_steps(compose) -> None:
     cfg = compose("trainer.max_steps=2", "checkpoint.every_n_steps=100", *FAST)
     train(cfg)
-    with pytest.raises(ResumeConfigMismatch, match=r"scheduler\.total_steps=2"):
+    # The cosine ends at 0: keeping it would train nothing after step 2, so that is not what the message offers.
+    with pytest.raises(ResumeConfigMismatch, match=r"decays to 0 at step 2.*resume_allow_changes=true") as refused:
         train(compose("trainer.max_steps=4", "ckpt_path=last", *FAST))
+    assert "rate then stays at its final value" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"scheduler\.total_steps=2 ends before trainer\.max_steps=4"):
+        train(compose("trainer.max_steps=4", "scheduler.total_steps=2", "ckpt_path=last", *FAST))
 
     train(compose("trainer.max_steps=4", "ckpt_path=last", "resume_allow_changes=true", *FAST))
     with open(Path(cfg.run_dir) / "metrics.csv", newline="") as file:
