@@ -5,7 +5,8 @@ Hydra writes `.hydra/config.yaml` before the task starts, so a second run with t
 callback `RunDirectoryGuard` (registered in conf/hydra/default.yaml) acts before that write: it
 takes the directory's lock, refuses a fresh run in a directory that holds a run, and moves the
 earlier run's `.hydra/*.yaml` to `.hydra/config.1.yaml` (`.2`, ...), so every resume keeps the
-configs it continued from.
+configs it continued from. A resume refused for changed settings never trained with its configs,
+so they go again and the kept ones are moved back: the directory only records settings it ran.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lit_prefopt.checkpointing.config_check import ResumeConfigMismatch
 from lit_prefopt.checkpointing.lock import RunDirectoryLocked, RunLock, is_global_rank_zero
 from lit_prefopt.outputs.csv_logger import drop_rows_after_checkpoint
 from lit_prefopt.outputs.training_started import training_started
@@ -32,6 +35,7 @@ class RunDirectoryGuard(Callback):
 
     def __init__(self) -> None:
         self.lock: RunLock | None = None
+        self.kept: tuple[Path, int] | None = None  # the .hydra directory and the number its earlier configs got
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not is_global_rank_zero():
@@ -44,11 +48,18 @@ class RunDirectoryGuard(Callback):
             if config.get("ckpt_path") is None:
                 claim_run_dir(run_dir, resume_requested=False)
             if config.hydra.output_subdir is not None:
-                keep_earlier_configs(run_dir / config.hydra.output_subdir)
+                hydra_dir = run_dir / config.hydra.output_subdir
+                number = keep_earlier_configs(hydra_dir)
+                self.kept = (hydra_dir, number) if number is not None else None
         except (RunDirectoryLocked, FileExistsError) as error:
             self.lock.release()
             # Hydra turns a callback's exceptions into warnings and runs the job anyway: exit instead.
             raise SystemExit(f"Error: {error}") from error
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        refused = job_return.status == JobStatus.FAILED and isinstance(job_return._return_value, ResumeConfigMismatch)
+        if refused and self.kept is not None:
+            restore_earlier_configs(*self.kept)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.lock is not None:
@@ -74,10 +85,11 @@ def claim_run_dir(run_dir: Path, resume_requested: bool) -> None:
     drop_rows_after_checkpoint(run_dir / "metrics.csv", 0)
 
 
-def keep_earlier_configs(hydra_dir: Path) -> None:
-    """Move `config.yaml`, `hydra.yaml`, `overrides.yaml` to `<name>.<n>.yaml` with the first free n."""
+def keep_earlier_configs(hydra_dir: Path) -> int | None:
+    """Move `config.yaml`, `hydra.yaml`, `overrides.yaml` to `<name>.<n>.yaml` with the first free n;
+    return n (None when there was no config to keep)."""
     if not (hydra_dir / "config.yaml").exists():
-        return
+        return None
     number = 1
     while any((hydra_dir / f"{name}.{number}.yaml").exists() for name in HYDRA_FILES):
         number += 1
@@ -85,3 +97,15 @@ def keep_earlier_configs(hydra_dir: Path) -> None:
         if (hydra_dir / f"{name}.yaml").exists():
             (hydra_dir / f"{name}.yaml").rename(hydra_dir / f"{name}.{number}.yaml")
     log.info("The earlier configs of %s are kept as %s/config.%d.yaml", hydra_dir.parent, hydra_dir, number)
+    return number
+
+
+def restore_earlier_configs(hydra_dir: Path, number: int) -> None:
+    """Undo `keep_earlier_configs`: `<name>.<number>.yaml` becomes `<name>.yaml` again, replacing
+    the configs Hydra wrote for the run that was refused."""
+    for name in HYDRA_FILES:
+        kept = hydra_dir / f"{name}.{number}.yaml"
+        if kept.exists():
+            kept.replace(hydra_dir / f"{name}.yaml")
+        else:
+            (hydra_dir / f"{name}.yaml").unlink(missing_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from lit_prefopt.checkpointing.config_check import ResumeConfigMismatch, check_resume_config
 from lit_prefopt.paths import sample_data_path
 from lit_prefopt.train import train
+from tests.entry_process import entry_env, run_lit_prefopt
 
 FAST = ("data.batch_size=2", "validate_before_training=false", "data.val_files=null", "export_hf=false")
 
@@ -80,3 +83,22 @@ def test_extending_a_cosine_schedule_is_refused_or_stretched_over_the_new_max_st
     base = 3e-3  # the tiny model's learning rate: steps 0-1 on the cosine over 2 steps, 2-3 on the one over 4
     # Not 0 at step 2 (the old schedule's end, held by the optimizer state) and then a rise.
     assert lrs == pytest.approx({0: base, 1: base / 2, 2: base / 2, 3: base * 0.5 * (1 + math.cos(3 * math.pi / 4))})
+
+
+@pytest.mark.slow
+def test_a_refused_resume_leaves_the_runs_recorded_configs_as_they_were(tmp_path: Path) -> None:
+    """The refused command's configs are not the run's: .hydra/config.yaml stays the one it trained with."""
+    run = ("run_name=r", "scheduler=constant", *FAST)
+    run_lit_prefopt(*run, "trainer.max_steps=2", cwd=tmp_path)
+    hydra_dir = tmp_path / "outputs" / "r" / ".hydra"
+    trained = {path.name: path.read_text() for path in hydra_dir.iterdir()}
+
+    refused = subprocess.run([sys.executable, "-m", "lit_prefopt", *run, "trainer.max_steps=3", "criterion.beta=0.2",
+                              "ckpt_path=last"], cwd=tmp_path, env=entry_env(), capture_output=True, text=True)
+    assert refused.returncode != 0 and "criterion.beta: 0.1 -> 0.2" in refused.stderr, refused.stderr[-3000:]
+    assert {path.name: path.read_text() for path in hydra_dir.iterdir()} == trained
+
+    run_lit_prefopt(*run, "trainer.max_steps=3", "ckpt_path=last", cwd=tmp_path)
+    assert (hydra_dir / "config.1.yaml").read_text() == trained["config.yaml"]
+    assert "max_steps: 3" in (hydra_dir / "config.yaml").read_text()
+    assert not (hydra_dir / "config.2.yaml").exists()
