@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.entry_process import run_lit_prefopt
+from tests.entry_process import entry_env, run_lit_prefopt
 from tests.wandb_offline import read_offline_run
 
 TINY = ("experiment=debug", "trainer.max_steps=3", "data.batch_size=2", "validate_before_training=false",
@@ -41,3 +43,20 @@ def test_two_job_multirun_writes_two_job_directories(tmp_path: Path) -> None:
         assert run.metric("train/loss") == pytest.approx(train_losses(job))
         run_ids.add(wandb_dir.name)
     assert len(run_ids) == 2
+
+
+def test_a_failed_sweep_jobs_log_says_why_it_failed(tmp_path: Path) -> None:
+    """Hydra prints the error to stderr only; each job's <job>/__main__.log gets it too (and the sweep goes on)."""
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_text('{"src": "x"\n')
+    failed = subprocess.run(
+        [sys.executable, "-m", "lit_prefopt", "-m", f"data.train_files=[{tmp_path / 'a.jsonl'}],[{tmp_path / 'b.jsonl'}]"],
+        cwd=tmp_path, env=entry_env(), capture_output=True, text=True,
+    )
+    assert failed.returncode != 0
+    (sweep,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    for job, name in (("0", "a"), ("1", "b")):
+        log = (sweep / job / "__main__.log").read_text()
+        assert "The job failed: 1 bad record(s)" in log and f"{name}.jsonl:1: invalid JSON" in log
+        assert "Traceback" in log
+    assert "The job failed" not in failed.stderr, "the terminal has Hydra's own report, once"
