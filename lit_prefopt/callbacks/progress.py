@@ -16,11 +16,15 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 class StepProgressBar(TQDMProgressBar):
     """Lightning's tqdm bar with `Steps k/max_steps` as its training bar."""
 
-    def on_train_epoch_start(self, trainer: Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
+    def on_train_start(self, trainer: Trainer, *args: Any) -> None:
+        # Set here, not at the epoch start: Lightning skips that hook when it resumes mid-epoch.
+        super().on_train_start(trainer, *args)
         self.train_progress_bar.total = trainer.max_steps
         self.train_progress_bar.set_description("Steps")
         self._show_step(trainer)
+
+    def on_train_epoch_start(self, trainer: Trainer, *args: Any) -> None:
+        """Nothing: Lightning's resets the bar to the new epoch's batches, and this bar runs across epochs."""
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int

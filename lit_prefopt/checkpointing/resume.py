@@ -89,7 +89,7 @@ def _newest_readable(checkpoints: Path) -> Path | None:
     candidates.append(checkpoints / (LAST_NAME + ".old"))
     steps = [(int(m.group(1)), p) for p in checkpoints.glob("step=*") if (m := STEP_FILE.fullmatch(p.name))]
     candidates += [p for _, p in sorted(steps, key=lambda item: item[0], reverse=True)]
-    for candidate in filter(Path.exists, candidates):
+    for candidate in filter(Path.exists, dict.fromkeys(candidates)):  # last's target is a step file too: once
         try:
             _check_readable(candidate)
         except UnreadableCheckpoint as error:

@@ -33,7 +33,7 @@ def write_summary(
         "final_train": {k: v for k, v in final.items() if k.startswith("train/")},
         "last_checkpoint": str(run_dir / "checkpoints" / "last.ckpt"),
         "hf_export": str(run_dir / "hf") if exported else None,
-        "metrics_csv": str(run_dir / "metrics.csv"),
+        "metrics_csv": str(run_dir / "metrics.csv") if (run_dir / "metrics.csv").exists() else None,  # logger=none
         "peak_cuda_memory_gib": peak_cuda_memory_gib(),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))

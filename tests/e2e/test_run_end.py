@@ -3,6 +3,7 @@ optimizer steps, and an exported model readable like any file they create."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -55,9 +56,32 @@ def test_summary_progress_and_export_modes(compose, monkeypatch, capsys) -> None
     assert modes["model.safetensors"] == 0o666 & ~umask and set(modes.values()) == {0o666 & ~umask}, modes
 
 
+def test_progress_bar_counts_steps_after_a_mid_epoch_resume_and_across_epochs(compose, monkeypatch) -> None:
+    """Lightning skips the epoch-start hook when it resumes mid-epoch, and resets its bar at each new epoch."""
+    probe = TrainBarProbe()
+    build = train_module.build_trainer
+    monkeypatch.setattr(train_module, "build_trainer", lambda cfg: (trainer := build(cfg)).callbacks.append(probe) or trainer)
+    run = ("experiment=debug", "scheduler=constant", "validate_before_training=false", "data.val_files=null",
+           "export_hf=false", "data.batch_size=128")  # 4 batches an epoch of the 512 sample pairs
+    train(compose(*run, "trainer.max_steps=2"))
+    probe.seen.clear()
+    train(compose(*run, "trainer.max_steps=6", "ckpt_path=last"))
+    assert [(desc.rstrip(": "), n, total) for desc, n, total in probe.seen] == [("Steps", n, 6) for n in range(3, 7)]
+
+
 def test_progress_bar_can_be_turned_off(compose) -> None:
     """`trainer.enable_progress_bar=false` with the step bar configured as a callback: no bar (Lightning
     would refuse the pair)."""
     trainer = train_module.build_trainer(compose("trainer.enable_progress_bar=false"))
     assert trainer.progress_bar_callback is None
     assert isinstance(train_module.build_trainer(compose()).progress_bar_callback, StepProgressBar)
+
+
+def test_without_a_logger_no_metrics_file_is_listed(compose, capsys) -> None:
+    cfg = compose("experiment=debug", "trainer.max_steps=1", "logger=none", "validate_before_training=false",
+                  "data.val_files=null", "export_hf=false")
+    train(cfg)
+    run = Path(cfg.run_dir)
+    assert not (run / "metrics.csv").exists()
+    assert json.loads((run / "summary.json").read_text())["metrics_csv"] is None
+    assert "metrics.csv" not in capsys.readouterr().out

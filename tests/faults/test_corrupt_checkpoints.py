@@ -30,6 +30,7 @@ def test_truncated_checkpoints_are_skipped_by_last_and_named_when_given(compose,
     with caplog.at_level(logging.WARNING):
         assert resolve_ckpt_path("last", Path(cfg.run_dir)) == str(checkpoints / "step=2.ckpt")
     assert "resuming from" in caplog.text and "step=2.ckpt" in caplog.text
+    assert caplog.text.count("step=4.ckpt cannot be read") == 1, "last's target is one of the step files: named once"
     with pytest.raises(UnreadableCheckpoint, match=r"checkpoint .*step=4\.ckpt cannot be read"):
         resolve_ckpt_path(str(checkpoints / "step=4.ckpt"), Path(cfg.run_dir))
 
