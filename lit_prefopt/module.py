@@ -248,6 +248,15 @@ class PreferenceModule(LightningModule):
                 "checkpoint is intact: lower optimizer.lr, check the data, or raise the limit."
             )
 
+    def on_train_end(self) -> None:
+        """A run shorter than max_consecutive_skips whose every step was skipped trained nothing: not a success."""
+        steps = self.trainer.global_step
+        if steps > 0 and self.skipped_steps >= steps:
+            raise RuntimeError(
+                f"all {steps} optimizer steps had a non-finite loss or gradient and were skipped: nothing was "
+                "trained. Lower optimizer.lr, check the data and the criterion's hyperparameters."
+            )
+
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
         _, weights, values = self._pair_results(batch)
         for name, value in values.items():

@@ -83,6 +83,15 @@ def test_nan_steps_in_a_row_stop_the_run_and_keep_the_last_checkpoint(compose, m
         assert torch.equal(last[name], tensor), f"skipped steps changed {name}"
 
 
+def test_a_run_whose_every_step_was_skipped_fails(compose, monkeypatch) -> None:
+    """Fewer steps than max_consecutive_skips, all non-finite: the run trained nothing and must not say it finished."""
+    poison_calls(monkeypatch, {1, 2})
+    cfg = compose(*QUIET, "trainer.max_steps=2", "data.batch_size=4", "max_consecutive_skips=3")
+    with pytest.raises(RuntimeError, match="all 2 optimizer steps had a non-finite loss"):
+        train(cfg)
+    assert not (Path(cfg.run_dir) / "summary.json").exists(), "no record of a finished run"
+
+
 def test_reference_from_an_earlier_run_is_the_one_used(compose, tmp_path: Path) -> None:
     """Policy = base model; if the reference were the base too, every initial reward would be 0."""
     sft = compose(*QUIET[:2], "trainer.max_steps=3", "data.batch_size=8", "criterion=cpo", run_dir=tmp_path / "sft")
