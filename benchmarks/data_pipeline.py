@@ -1,6 +1,6 @@
 """The data pipeline alone: validation-scan cost and tokenized pairs per second.
 
-    python -m benchmarks.data_pipeline [--pairs 1000000] [--batches 200] [--pairs-file FILE]
+    python -m benchmarks.data_pipeline [--pairs 1000000] [--batches 150] [--pairs-file FILE]
 
 Writes N synthetic pairs (lit_prefopt.data.synthetic, ~150 bytes each) to a temporary file,
 times `PreferenceDataModule.scan()` over them (the check that runs before the model loads), then

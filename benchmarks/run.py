@@ -228,7 +228,7 @@ def memory_runs(pairs_file: Path, root: Path, env: dict, timeout_s: float, smoke
         RunSpec("mem_lit", "lit_prefopt", "dpo", {}, True),
         RunSpec("mem_lit_cache_fill", "lit_prefopt", "dpo", {"reference_cache": "true"}, False),
         RunSpec("mem_lit_best", "lit_prefopt", "dpo", {"reference_cache": "true"}, False),
-        RunSpec("mem_lit_best_gc", "lit_prefopt", "dpo", {"reference_cache": "true", "model.gradient_checkpointing": "true"}, False),
+        RunSpec("mem_lit_best_no_gc", "lit_prefopt", "dpo", {"reference_cache": "true", "model.gradient_checkpointing": "false"}, False),
     ]
     results = [execute(run, work, root, env, timeout_s) for run in runs]
     trl = min((r for r in results if r["system"] == "trl" and "pairs_per_s" in r), key=lambda r: r["peak_rss_mib"], default=None)
