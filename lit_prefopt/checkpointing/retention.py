@@ -31,7 +31,10 @@ class RollingStepCheckpoint(ModelCheckpoint):
     whose `last.ckpt` is a link to the newest complete step checkpoint."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(enable_version_counter=False, **kwargs)
+        # save_on_train_epoch_end: with a monitor, Lightning defers a step save that falls on an
+        # epoch's last batch to the validation it expects at the epoch end; validation here runs
+        # every val_check_interval steps (the data streams), so that save would never be made.
+        super().__init__(enable_version_counter=False, save_on_train_epoch_end=True, **kwargs)
         self._removal_deferred: list[str] = []
 
     def save_now(self, trainer: Trainer) -> None:

@@ -168,9 +168,10 @@ class PreferenceStream(IterableDataset):
         worker, num_workers = _worker()
         saved = (state["num_workers"], state["world_size"])
         if saved != (num_workers, self.world_size):
+            workers = "0 or 1" if saved[0] == 1 else saved[0]  # no worker process: one stream, as one worker
             raise ValueError(
-                f"the data stream was saved with {saved[0]} dataloader workers x {saved[1]} ranks and is "
-                f"resumed with {num_workers} x {self.world_size}: resume with data.num_workers={saved[0]} "
+                f"the data stream was saved split over {saved[0]} loader stream(s) per rank x {saved[1]} ranks and "
+                f"is resumed with {num_workers} x {self.world_size}: resume with data.num_workers={workers} "
                 f"on {saved[1]} ranks"
             )
         # Lightning saves the loader state of rank 0 only and every rank loads it. Ranks yield

@@ -161,5 +161,5 @@ def test_resume_on_another_number_of_ranks_stops_saying_why(write_jsonl, tokeniz
     state = two_ranks.state_dict()
     one_rank = loader(path, tokenizer, 0, 1, batch_size=2)
     one_rank.load_state_dict(state)
-    with pytest.raises(ValueError, match=r"saved with 1 dataloader workers x 2 ranks and is resumed with 1 x 1: .* on 2 ranks"):
+    with pytest.raises(ValueError, match=r"split over 1 loader stream\(s\) per rank x 2 ranks and is resumed with 1 x 1: resume with data.num_workers=0 or 1 on 2 ranks"):
         next(iter(one_rank))
