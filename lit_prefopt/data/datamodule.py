@@ -18,7 +18,7 @@ from typing import Any
 import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 
-from lit_prefopt.config_values import require_number
+from lit_prefopt.config_values import is_int, require_number
 from lit_prefopt.data.batch import PreferenceBatch
 from lit_prefopt.data.collate import with_shared_prompts
 from lit_prefopt.data.dataset import PreferenceStream, StreamSettings
@@ -239,7 +239,7 @@ def _as_list(value: str | Sequence[str]) -> list[str]:
 
 
 def _check_int(key: str, value: Any, minimum: int | None, what: str = "an integer >= 2") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+    if not is_int(value) or (minimum is not None and value < minimum):
         raise ValueError(f"{key} must be {what}, got {value!r}")
 
 
